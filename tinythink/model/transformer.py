@@ -161,7 +161,10 @@ class Transformer(nn.Module):
 
     def setup_caches(self, max_batch: int, max_seq_len: int, dtype: torch.dtype | None = None):
         """Preallocate KV caches; reuses them when they are already large enough."""
-        if max_batch <= self.max_batch and max_seq_len <= self.max_seq_len:
+        cache = self.layers[0].self_attn.kv_cache if len(self.layers) else None
+        # caches made under torch.inference_mode cannot be written outside it
+        usable = cache is not None and (torch.is_inference_mode_enabled() or not cache.k.is_inference())
+        if usable and max_batch <= self.max_batch and max_seq_len <= self.max_seq_len:
             return
         dtype = dtype or self.embed_tokens.weight.dtype
         self.max_batch, self.max_seq_len = max_batch, max_seq_len

@@ -1,0 +1,71 @@
+"""The README's CLI commands, run as a user runs them: the installed `tinythink` entry point."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+TINYTHINK = shutil.which("tinythink", path=str(Path(sys.executable).parent)) or "tinythink"
+
+
+def run(*args, stdin: str | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([TINYTHINK, *args], input=stdin, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_generate_answers_the_readme_question():
+    r = run("generate", "-m", "smollm2-135m", "What is the capital of France?", "--stats")
+    assert r.returncode == 0, r.stderr
+    assert "Paris" in r.stdout
+    assert "finish: stop" in r.stderr
+
+
+def test_info_prints_the_real_figures():
+    r = run("info", "smollm2-135m")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    for expected in ["layers           30", "9 query / 3 KV, head dim 64", "parameters       134,515,008",
+                     "Q4_1 x210", "Q8_0 x1", "F32 x61", "context length   8192", "license          apache-2.0",
+                     "vocabulary       49152", "embeddings       tied"]:
+        assert expected in out, out
+
+
+def test_list_shows_the_default_model_installed():
+    r = run("list")
+    assert r.returncode == 0
+    line = next(line for line in r.stdout.splitlines() if line.startswith("smollm2-135m"))
+    assert " yes " in line
+
+
+def test_chat_keeps_history_and_obeys_commands():
+    script = ("/system You are a helpful assistant.\nWhat is the capital of France?\n"
+              "And what is its most famous tower called?\n/reset\nSay hello.\n/exit\n")
+    r = run("chat", stdin=script)
+    assert r.returncode == 0, r.stderr
+    replies = [line for line in r.stdout.splitlines() if line.strip()]
+    assert len(replies) >= 3
+    assert "Paris" in replies[0]
+    assert "Paris" in replies[1]  # "its" is resolved only from the history
+    assert "system prompt set" in r.stderr and "[conversation cleared]" in r.stderr
+
+
+def test_export_to_hf(tmp_path):
+    out = tmp_path / "hf"
+    r = run("export", "smollm2-135m", "--to", "hf", str(out))
+    assert r.returncode == 0, r.stderr
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    r = run("export", "smollm2-135m", "--to", "hf", str(out))
+    assert r.returncode == 2 and "not empty" in r.stderr
+
+
+def test_bad_input_gives_one_clear_line(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\x00" * 20)
+    r = run("info", str(bad))
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "broken.gguf: truncated or corrupt GGUF file" in r.stderr
+    r = run("generate", "hi", "--temperature", "5")
+    assert r.returncode == 2 and "temperature must be between 0 and 2" in r.stderr
+    r = run("generate", "hi", "-m", "nope")
+    assert r.returncode == 2 and "no model 'nope'" in r.stderr
