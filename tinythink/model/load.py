@@ -12,7 +12,7 @@ from tinythink.errors import ModelFileError
 from tinythink.model.config import ModelConfig
 from tinythink.model.gguf_file import GGUFFile
 from tinythink.model.hf_checkpoint import config_from_hf, load_state_dict, save_hf_dir
-from tinythink.model.registry import resolve
+from tinythink.model.registry import KNOWN_MODELS, resolve
 from tinythink.model.transformer import Transformer
 from tinythink.text.tokenizer import Tokenizer
 
@@ -71,6 +71,6 @@ def load_model(ref: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
     gguf = GGUFFile(path)
     config = gguf.config()
     model = build_model(config, gguf.state_dict(config, dtype), path)
-    name = gguf.metadata.get("general.name") or path.stem
+    name = ref if ref in KNOWN_MODELS else gguf.metadata.get("general.name") or path.stem
     return LoadedModel(model, Tokenizer.from_gguf_metadata(gguf.metadata, path), path, "gguf", name,
                        path.stat().st_size, gguf.tensor_types(), gguf.metadata.get("general.license"))
