@@ -41,7 +41,7 @@ def generate(model: Transformer, prompt: list[int], params: SamplingParams, stop
     ids = torch.tensor(prompt, dtype=torch.long)
     for start in range(0, len(prompt), prefill_chunk):  # chunks bound the attention scratch memory
         chunk = ids[start:start + prefill_chunk]
-        logits = model(chunk[None], input_pos=torch.arange(start, start + len(chunk)))
+        logits = model(chunk[None], input_pos=torch.arange(start, start + len(chunk)), last_only=True)
     logits = logits[0, -1]
     for pos in range(len(prompt), total):
         token = sampler(logits)

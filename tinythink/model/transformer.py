@@ -48,7 +48,7 @@ def rotate_half(x: Tensor) -> Tensor:
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    # x: (B, H, T, D); cos, sin: (T, D). Computed in x's dtype, as Hugging Face does.
+    # x: (B, H, T, D); cos, sin: (T, D) or, per sequence, (B, 1, T, D). In x's dtype, as Hugging Face does.
     return x * cos.to(x.dtype) + rotate_half(x) * sin.to(x.dtype)
 
 
@@ -74,12 +74,14 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, dtype=dtype), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype), persistent=False)
 
-    def update(self, input_pos: Tensor, k: Tensor, v: Tensor, length: int) -> tuple[Tensor, Tensor]:
-        # k, v: (B, H_kv, T, D) written at input_pos (T,); returns the first `length` positions
-        B = k.shape[0]
-        self.k[:B, :, input_pos] = k
-        self.v[:B, :, input_pos] = v
-        return self.k[:B, :, :length], self.v[:B, :, :length]
+    def update(self, rows: slice, input_pos: Tensor, k: Tensor, v: Tensor, length: int) -> tuple[Tensor, Tensor]:
+        # k, v: (B, H_kv, T, D) written into cache rows `rows` at input_pos (B, T);
+        # returns those rows' first `length` positions, (B, H_kv, length, D), as views
+        kc, vc = self.k[rows], self.v[rows]
+        b = torch.arange(k.shape[0])[:, None]
+        kc[b, :, input_pos] = k.transpose(1, 2)  # index (B, T) + slice H + D -> (B, T, H, D)
+        vc[b, :, input_pos] = v.transpose(1, 2)
+        return kc[:, :, :length], vc[:, :, :length]
 
 
 class Attention(nn.Module):
@@ -95,14 +97,14 @@ class Attention(nn.Module):
         self.kv_cache: KVCache | None = None
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, input_pos: Tensor | None,
-                length: int) -> Tensor:
+                length: int, rows: slice) -> Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, H_kv, T, D)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if self.kv_cache is not None and input_pos is not None:
-            k, v = self.kv_cache.update(input_pos, k, v, length)
+            k, v = self.kv_cache.update(rows, input_pos, k, v, length)
         if mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         else:
@@ -131,8 +133,8 @@ class Block(nn.Module):
         self.mlp = MLP(config.dim, shape.intermediate_size)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, input_pos: Tensor | None,
-                length: int) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, input_pos, length)
+                length: int, rows: slice) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, input_pos, length, rows)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -177,28 +179,33 @@ class Transformer(nn.Module):
             block.self_attn.kv_cache = None
         self.max_batch = self.max_seq_len = 0
 
-    def forward(self, idx: Tensor, input_pos: Tensor | None = None) -> Tensor:
-        """idx (B, T) token ids -> logits (B, T, vocab) in float32.
+    def forward(self, idx: Tensor, input_pos: Tensor | None = None, slot: int = 0, last_only: bool = False) -> Tensor:
+        """idx (B, T) token ids -> logits (B, T, vocab) in float32; (B, 1, vocab) with last_only.
 
         Without input_pos: a plain causal pass over positions 0..T-1, no cache.
-        With input_pos (T,): writes this chunk's keys/values into the caches at those positions and
-        attends to everything cached up to the last of them.
+        With input_pos, (T,) shared or (B, T) per sequence: writes this chunk's keys/values into cache
+        rows slot..slot+B-1 at those positions; each sequence attends to its own cache up to its position.
         """
         B, T = idx.shape
+        rows = slice(slot, slot + B)
         if input_pos is None:
-            positions, mask, length = torch.arange(T), None, T
+            cos, sin = self.rope(torch.arange(T))
+            mask, length = None, T
         else:
-            if self.max_seq_len == 0:
-                raise RuntimeError("call setup_caches() before a cached forward pass")
-            length = int(input_pos[-1]) + 1
+            if slot + B > self.max_batch:
+                raise RuntimeError(f"cache rows {slot}..{slot + B - 1} do not exist; call setup_caches() first")
+            input_pos = input_pos.expand(B, T)
+            length = int(input_pos.max()) + 1
             if length > self.max_seq_len:
                 raise ValueError(f"position {length - 1} is past the KV cache ({self.max_seq_len} positions)")
-            positions = input_pos
-            mask = torch.arange(length)[None, :] <= input_pos[:, None]  # (T, length): see only the past
-        cos, sin = self.rope(positions)
+            cos, sin = self.rope(input_pos)  # (B, T, D)
+            cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, D): broadcast over heads
+            mask = (torch.arange(length) <= input_pos[..., None])[:, None]  # (B, 1, T, length): only the past
         x = self.embed_tokens(idx)
         for block in self.layers:
-            x = block(x, cos, sin, mask, input_pos, length)
+            x = block(x, cos, sin, mask, input_pos, length, rows)
+        if last_only:  # prefill needs only the next token's logits: skip the vocab-wide head elsewhere
+            x = x[:, -1:]
         return self.lm_head(self.norm(x)).float()
 
     def num_parameters(self) -> int:

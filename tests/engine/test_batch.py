@@ -1,0 +1,153 @@
+"""The continuous-batching engine on the real default model."""
+
+import threading
+
+import pytest
+import torch
+
+from tinythink.engine.batch import BatchEngine
+from tinythink.engine.generate import PromptTooLongError, generate
+from tinythink.engine.sampling import SamplingParams
+
+QUESTIONS = ["What is the capital of France?", "Write a haiku about the sea.", "Is 17 a prime number?",
+             "Name three colours.", "Summarise: the meeting moved to Tuesday because the room was booked.",
+             "Classify the sentiment of 'I hate waiting in line': positive or negative?"]
+SYSTEM = ("You are a support assistant for Acme Cloud. Answer briefly and politely. Our products: storage, compute, "
+          "databases and networking. Refunds take 5 business days. Outages are posted on the status page. ") * 3
+
+
+def chat(tok, question, system=None):
+    sys_part = f"<|im_start|>system\n{system}<|im_end|>\n" if system else ""
+    return tok.encode(f"{sys_part}<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
+
+
+@pytest.fixture
+def engine(ours):
+    eng = BatchEngine(ours.model, max_batch=4, kv_budget_bytes=256 << 20, prefill_chunk=64, prefix_block=32)
+    yield eng
+    eng.stop()
+    ours.model.clear_caches()
+
+
+GREEDY = SamplingParams(max_tokens=24, temperature=0.0)
+
+
+def alone(ours, prompt, params):
+    return list(generate(ours.model, prompt, params, ours.tokenizer.stop_ids))
+
+
+def test_batched_greedy_equals_unbatched(ours, engine):
+    tok = ours.tokenizer
+    prompts = [chat(tok, q) for q in QUESTIONS]  # 6 requests through 4 slots: some wait, then join
+    params = [SamplingParams(max_tokens=8 + 4 * i, temperature=0.0) for i in range(len(prompts))]
+    batched = engine.generate(prompts, params, tok.stop_ids)
+    for prompt, p, out in zip(prompts, params, batched):
+        assert out == alone(ours, prompt, p)
+
+
+def test_mixed_sampling_settings_share_a_batch(ours, engine):
+    tok = ours.tokenizer
+    prompts = [chat(tok, q) for q in QUESTIONS[:4]]
+    params = [GREEDY, SamplingParams(max_tokens=20, temperature=0.8, top_p=0.9, seed=3),
+              SamplingParams(max_tokens=20, temperature=1.0, top_k=20, seed=5, presence_penalty=0.5), GREEDY]
+    batched = engine.generate(prompts, params, tok.stop_ids)
+    for prompt, p, out in zip(prompts, params, batched):
+        assert out == alone(ours, prompt, p)
+
+
+def record_logits(req):
+    seen = []
+    sampler = req.sampler
+
+    def recording(logits):
+        seen.append(logits.clone())
+        return sampler(logits)
+
+    req.sampler = recording
+    return seen
+
+
+def test_prefix_cache_hit_gives_identical_logits(ours, engine):
+    tok = ours.tokenizer
+    prompt = chat(tok, "How long do refunds take?", SYSTEM)
+    cold = engine.submit(prompt, GREEDY, tok.stop_ids)
+    cold_logits = record_logits(cold)
+    list(engine.tokens(cold))
+    assert cold.cached_tokens == 0
+    warm = engine.submit(prompt, GREEDY, tok.stop_ids)
+    warm_logits = record_logits(warm)
+    list(engine.tokens(warm))
+    assert warm.cached_tokens >= len(prompt) - 32  # all complete blocks but the last token's
+    assert warm.output == cold.output
+    assert all(torch.equal(a, b) for a, b in zip(cold_logits, warm_logits))
+    # a different question after the same system prompt reuses the shared part only
+    other = engine.submit(chat(tok, "Where are outages posted?", SYSTEM), GREEDY, tok.stop_ids)
+    list(engine.tokens(other))
+    assert 0 < other.cached_tokens < len(other.prompt)
+    assert other.output == alone(ours, other.prompt, GREEDY)
+
+
+def test_prefix_cache_is_bounded(ours):
+    block_bytes = 32 * sum(2 * b.self_attn.n_kv_heads * b.self_attn.head_dim * 4 for b in ours.model.layers)
+    eng = BatchEngine(ours.model, max_batch=2, kv_budget_bytes=64 << 20, prefill_chunk=64, prefix_block=32,
+                      prefix_cache_bytes=3 * block_bytes)
+    try:
+        tok = ours.tokenizer
+        eng.generate([chat(tok, "Hello", SYSTEM)], SamplingParams(max_tokens=2, temperature=0.0))
+        assert len(eng.prefix_cache.blocks) == 3 and eng.prefix_cache.bytes <= 3 * block_bytes
+    finally:
+        ours.model.clear_caches()
+
+
+def test_cancellation_frees_the_slot_at_once(ours, engine):
+    tok = ours.tokenizer
+    long = SamplingParams(max_tokens=200, temperature=0.0)
+    reqs = [engine.submit(chat(tok, q), long, frozenset()) for q in QUESTIONS[:5]]
+    engine.step()
+    assert reqs[4].slot is None and len(engine.free) == 0  # 4 slots, all taken; the fifth waits
+    slot = reqs[1].slot
+    engine.cancel(reqs[1])
+    assert reqs[1].finish_reason == "cancelled" and slot in engine.free
+    engine.step()
+    assert reqs[4].slot == slot  # the waiting request got the freed slot on the next step
+    assert list(engine.tokens(reqs[1])) == reqs[1].output  # its stream ends
+    for r in reqs:
+        engine.cancel(r)
+    assert sorted(engine.free) == [0, 1, 2, 3] and engine.active == 0
+
+
+def test_a_long_prompt_does_not_stall_the_others(ours, engine):
+    tok = ours.tokenizer
+    short = engine.submit(chat(tok, "Count from one to twenty."), SamplingParams(max_tokens=40, temperature=0.0))
+    while not short.output:
+        engine.step()
+    long_prompt = chat(tok, "Summarise this. " + "The quarterly report shows steady growth in every region. " * 40)
+    long = engine.submit(long_prompt, GREEDY)
+    for _ in range(3):  # 64-token chunks: many steps of prefill, and the short request advances on every one
+        before = len(short.output)
+        engine.step()
+        assert len(short.output) == before + 1 and 0 < long.pos < len(long_prompt)
+
+
+def test_engine_thread_serves_concurrent_clients(ours, engine):
+    tok = ours.tokenizer
+    engine.start()
+    prompts = [chat(tok, q) for q in QUESTIONS]
+    results = [None] * len(prompts)
+
+    def client(i):
+        req = engine.submit(prompts[i], GREEDY, tok.stop_ids)
+        results[i] = list(engine.tokens(req))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for prompt, out in zip(prompts, results):
+        assert out == alone(ours, prompt, GREEDY)
+
+
+def test_prompt_longer_than_a_slot_is_rejected(ours, engine):
+    with pytest.raises(PromptTooLongError):
+        engine.submit(list(range(100, 100 + engine.context)), GREEDY)

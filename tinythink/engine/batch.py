@@ -1,0 +1,217 @@
+"""Continuous batching: many requests share one model, joining and leaving at token boundaries.
+
+Each admitted request owns one row ("slot") of a preallocated KV-cache pool. Every engine step runs one
+prefill chunk of one request (so a long prompt never stalls the others for long) and then one decode
+token for every request that is generating, in a single batched forward pass. Requests differ freely in
+length, sampling settings and stop conditions. A prefix cache lets requests that share a prompt prefix
+copy its KV instead of recomputing it.
+
+The engine works on token ids. It can be driven inline (`tokens()` steps it as needed) or from its own
+thread (`start()`), in which case other threads submit, consume and cancel safely.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import queue
+import threading
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from tinythink.engine.generate import check_prompt
+from tinythink.engine.prefix_cache import PrefixCache
+from tinythink.engine.sampling import Sampler, SamplingParams
+from tinythink.model.transformer import Transformer
+
+_DONE = None  # end-of-stream marker in a request's event queue
+
+
+@dataclass(eq=False)
+class Request:
+    id: int
+    prompt: list[int]
+    params: SamplingParams
+    stop_ids: frozenset[int]
+    sampler: Sampler
+    slot: int | None = None
+    pos: int = 0  # how many of this request's tokens are in its KV row
+    cached_tokens: int = 0  # prompt tokens taken from the prefix cache
+    output: list[int] = field(default_factory=list)
+    finish_reason: str | None = None  # "stop", "length" or "cancelled"
+    events: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+
+def kv_bytes_per_token(model: Transformer, dtype: torch.dtype) -> int:
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return sum(2 * b.self_attn.n_kv_heads * b.self_attn.head_dim * itemsize for b in model.layers)
+
+
+class BatchEngine:
+    def __init__(self, model: Transformer, max_batch: int = 16, context: int | None = None,
+                 kv_budget_bytes: int = 1 << 30, prefill_chunk: int = 256, prefix_block: int = 64,
+                 prefix_cache_bytes: int = 256 << 20):
+        if prefill_chunk % prefix_block:
+            raise ValueError("prefill_chunk must be a multiple of prefix_block")
+        dtype = model.embed_tokens.weight.dtype
+        per_slot = kv_budget_bytes // (max_batch * kv_bytes_per_token(model, dtype))
+        self.context = min(context or model.config.max_seq_len, model.config.max_seq_len, per_slot)
+        if self.context < 16:
+            raise ValueError(f"a KV budget of {kv_budget_bytes} bytes leaves {self.context} tokens per slot")
+        self.model, self.max_batch, self.prefill_chunk = model, max_batch, prefill_chunk
+        model.clear_caches()
+        with torch.inference_mode():
+            model.setup_caches(max_batch, self.context)
+        self.prefix_cache = PrefixCache(model, prefix_block, prefix_cache_bytes) if prefix_cache_bytes else None
+        self.free = list(range(max_batch))  # a heap: the lowest slots first keeps the batch compact
+        self.waiting: deque[Request] = deque()
+        self.prefilling: deque[Request] = deque()
+        self.decoding: dict[int, Request] = {}  # slot -> request
+        self.lock = threading.RLock()
+        self.wakeup = threading.Event()
+        self.ids = itertools.count()
+        self.thread: threading.Thread | None = None
+        self.stopping = False
+
+    # ---- the public side, safe from any thread
+
+    def submit(self, prompt: list[int], params: SamplingParams, stop_ids=frozenset()) -> Request:
+        check_prompt(prompt, self.context)
+        req = Request(next(self.ids), list(prompt), params, frozenset(stop_ids),
+                      Sampler(params, prompt, self.model.config.vocab_size))
+        with self.lock:
+            self.waiting.append(req)
+        self.wakeup.set()
+        return req
+
+    def cancel(self, req: Request):
+        """Stop a request; its slot is free for the next step."""
+        with self.lock:
+            if not req.done:
+                if req in self.waiting:
+                    self.waiting.remove(req)
+                self._finish(req, "cancelled")
+
+    def tokens(self, req: Request) -> Iterator[int]:
+        """The request's tokens as they come; runs the engine inline when no engine thread does."""
+        while True:
+            if self.thread is None:
+                while req.events.empty():
+                    self.step()
+            item = req.events.get()
+            if item is _DONE:
+                return
+            yield item
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],
+                 stop_ids=frozenset()) -> list[list[int]]:
+        """Run a whole batch of prompts to completion; returns each one's generated tokens."""
+        params = params if isinstance(params, list) else [params] * len(prompts)
+        reqs = [self.submit(p, sp, stop_ids) for p, sp in zip(prompts, params)]
+        while not all(r.done for r in reqs):
+            self.step()
+        return [r.output for r in reqs]
+
+    @property
+    def active(self) -> int:
+        return len(self.prefilling) + len(self.decoding)
+
+    def start(self):
+        """Run the engine in a background thread."""
+        if self.thread is None:
+            self.stopping = False
+            self.thread = threading.Thread(target=self._loop, name="tinythink-engine", daemon=True)
+            self.thread.start()
+
+    def stop(self):
+        if self.thread is not None:
+            self.stopping = True
+            self.wakeup.set()
+            self.thread.join()
+            self.thread = None
+
+    def _loop(self):
+        while not self.stopping:
+            if not self.step():
+                self.wakeup.wait(0.05)
+                self.wakeup.clear()
+
+    # ---- one step
+
+    @torch.inference_mode()
+    def step(self) -> bool:
+        """Admit, prefill one chunk, decode one token for every generating request. False when idle."""
+        with self.lock:
+            self._admit()
+            worked = False
+            if self.prefilling:
+                self._prefill_chunk(self.prefilling[0])
+                worked = True
+            if self.decoding:
+                self._decode()
+                worked = True
+            return worked
+
+    def _admit(self):
+        while self.waiting and self.free:
+            req = self.waiting.popleft()
+            req.slot = heapq.heappop(self.free)
+            if self.prefix_cache is not None:
+                req.pos = req.cached_tokens = self.prefix_cache.lookup(req.prompt, req.slot)
+            self.prefilling.append(req)
+
+    def _prefill_chunk(self, req: Request):
+        # chunks end on prefix-cache block boundaries, so a cached prefix and a computed one are bit-identical
+        end = min(len(req.prompt), req.pos + self.prefill_chunk - req.pos % self.prefill_chunk)
+        chunk = torch.tensor(req.prompt[req.pos:end])[None]
+        logits = self.model(chunk, input_pos=torch.arange(req.pos, end)[None], slot=req.slot, last_only=True)
+        req.pos = end
+        if end < len(req.prompt):
+            return
+        self.prefilling.popleft()
+        if self.prefix_cache is not None:
+            self.prefix_cache.store(req.prompt, req.slot, req.cached_tokens)
+        self.decoding[req.slot] = req
+        self._emit(req, req.sampler(logits[0, -1]))
+
+    def _decode(self):
+        rows = max(self.decoding) + 1
+        # rows not generating (free, or still prefilling) get a dummy token written at a position that
+        # their own next write overwrites; their logits are ignored
+        idx = torch.zeros(rows, 1, dtype=torch.long)
+        pos = torch.zeros(rows, 1, dtype=torch.long)
+        for req in self.prefilling:
+            if req.slot < rows:
+                pos[req.slot] = req.pos
+        for slot, req in self.decoding.items():
+            idx[slot], pos[slot] = req.output[-1], req.pos
+        logits = self.model(idx, input_pos=pos, slot=0)
+        for slot, req in list(self.decoding.items()):
+            req.pos += 1
+            self._emit(req, req.sampler(logits[slot, -1]))
+
+    def _emit(self, req: Request, token: int):
+        req.output.append(token)
+        req.events.put(token)
+        if token in req.stop_ids:
+            self._finish(req, "stop")
+        elif len(req.output) >= req.params.max_tokens or req.pos + 1 >= self.context:
+            self._finish(req, "length")
+
+    def _finish(self, req: Request, reason: str):
+        req.finish_reason = reason
+        if req.slot is not None:
+            if self.decoding.get(req.slot) is req:
+                del self.decoding[req.slot]
+            if req in self.prefilling:
+                self.prefilling.remove(req)
+            heapq.heappush(self.free, req.slot)
+            req.slot = None
+        req.events.put(_DONE)
