@@ -34,19 +34,27 @@ def _model_args(p: argparse.ArgumentParser, positional: bool = False):
         p.add_argument("-m", "--model", default=DEFAULT_MODEL,
                        help=f"known model name, GGUF file or Hugging Face directory (default {DEFAULT_MODEL})")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="weight and activation dtype")
+    p.add_argument("--quantize", type=int, choices=(8, 4), default=None,
+                   help="quantize linear layers to 8 or 4 bits after loading (runs in bfloat16)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, the physical cores)")
 
 
-def _load(args):
+def _load_model(args):
     import torch
 
-    from tinythink.llm import LLM
+    from tinythink.model.load import load_model
 
-    if args.threads:
+    if args.threads is not None:
         if args.threads < 1:
             raise TinythinkError("--threads must be at least 1")
         torch.set_num_threads(args.threads)
-    return LLM.load(args.model, getattr(torch, args.dtype))
+    return load_model(args.model, getattr(torch, args.dtype), quantize=args.quantize)
+
+
+def _load(args):
+    from tinythink.llm import LLM
+
+    return LLM(_load_model(args))
 
 
 def _params(args):
@@ -135,13 +143,11 @@ def _human(n: float) -> str:
 
 
 def cmd_info(args):
-    from tinythink.model.load import load_model
-
-    import torch
-
-    m = load_model(args.model, getattr(torch, args.dtype))
+    m = _load_model(args)
     c = m.config
-    memory = sum(p.numel() * p.element_size() for p in {id(p): p for p in m.model.parameters()}.values())
+    tensors = {id(t): t for t in [*m.model.parameters(), *m.model.buffers()] if t.device.type != "meta"}
+    memory = sum(t.numel() * t.element_size() for t in tensors.values())
+    weights = f"int{c.quantization['bits']} linears" if c.quantization else f"{args.dtype} weights"
     shapes = {c.layer(i) for i in range(c.n_layers)}
     rows = [
         ("name", m.name), ("path", str(m.path)), ("format", m.format),
@@ -156,7 +162,7 @@ def cmd_info(args):
         ("embeddings", "tied" if c.tie_embeddings else "untied"),
         ("parameters", f"{m.model.num_parameters():,}"),
         ("bytes on disk", f"{m.file_bytes:,} ({_human(m.file_bytes)})"),
-        ("bytes in memory", f"{memory:,} ({_human(memory)}, {args.dtype} weights)"),
+        ("bytes in memory", f"{memory:,} ({_human(memory)}, {weights})"),
         ("tensor types", ", ".join(f"{k} x{v}" for k, v in sorted(m.tensor_types.items()))),
         ("chat template", "yes" if m.tokenizer.chat_template else "no (ChatML is used)"),
         ("license", m.license or "not stated in the file"),
@@ -174,20 +180,38 @@ def cmd_list(args):
         print(f"{m.name:<16} {'yes' if path else 'no':<10} {m.license:<11} {m.description}\n{'':<39}{where}")
 
 
+def _check_out(out: Path, force: bool):
+    if out.exists() and any(out.iterdir()) and not force:
+        raise TinythinkError(f"{out} exists and is not empty (use --force to write into it)")
+
+
 def cmd_export(args):
-    import torch
-
-    from tinythink.model.load import load_model
-
     if args.to != "hf":
         raise TinythinkError(f"unknown export format {args.to!r} (supported: hf)")
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise TinythinkError(f"{out} exists and is not empty (use --force to write into it)")
-    m = load_model(args.model, getattr(torch, args.dtype))
+    _check_out(out, args.force)
+    m = _load_model(args)
     m.save_hf(out)
     print(f"wrote {m.name} as a Hugging Face model to {out} "
           f"({', '.join(sorted(p.name for p in out.iterdir()))})")
+
+
+def cmd_quantize(args):
+    out = Path(args.out)
+    _check_out(out, args.force)
+    args.quantize, args.dtype = None, "float32"
+    m = _load_model(args)
+    from tinythink.model.quantize import quantize_model
+
+    try:
+        quantize_model(m.model, args.bits, args.group_size)
+    except ValueError as e:
+        raise TinythinkError(str(e)) from None
+    m.save_hf(out)
+    size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
+    print(f"wrote {m.name} with int{args.bits} weights"
+          + (f" (groups of {args.group_size})" if args.bits == 4 else " (per-channel scales)")
+          + f" to {out}: {_human(size)} of weights; load it with -m {out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,6 +249,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", metavar="DIR", help="output directory")
     p.add_argument("--force", action="store_true", help="write into a non-empty directory")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("quantize", help="quantize a model's linear layers to int8 or int4 and save it",
+                       description="Weight-only round-to-nearest quantization: int8 per output channel, or int4 "
+                                   "in groups with a scale and minimum each. Saves safetensors that tinythink "
+                                   "loads directly (not loadable by transformers).")
+    p.add_argument("model", help="known model name, GGUF file or Hugging Face directory")
+    p.add_argument("--bits", type=int, choices=(8, 4), required=True)
+    p.add_argument("--group-size", type=int, default=32, help="int4 group size (default 32)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--force", action="store_true", help="write into a non-empty directory")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads")
+    p.set_defaults(func=cmd_quantize)
     return parser
 
 

@@ -32,6 +32,7 @@ class ModelConfig:
     attention_bias: bool = False  # Qwen2 puts biases on q, k and v
     tie_embeddings: bool = True
     arch: str = "llama"  # "llama" or "qwen2": the Hugging Face model_type to export as
+    quantization: dict | None = None  # {"bits": 8 or 4, "group_size": ...} for weight-only quantized linears
     layer_shapes: tuple[LayerShape, ...] | None = field(default=None)
 
     def __post_init__(self):

@@ -80,6 +80,7 @@ def config_from_hf(path: Path, sd: dict[str, torch.Tensor]) -> ModelConfig:
             rope_theta=rope.get("rope_theta", c.get("rope_theta", 10000.0)), rope_scaling=scaling,
             norm_eps=c.get("rms_norm_eps", 1e-6), attention_bias=c.get("attention_bias", model_type == "qwen2"),
             tie_embeddings=c.get("tie_word_embeddings", True), arch=model_type, layer_shapes=shapes,
+            quantization=c.get("tinythink_quantization"),
         )
     except KeyError as e:
         raise ModelFileError(path, f"config.json or weights lack {e}") from None
@@ -99,6 +100,9 @@ def hf_config(config: ModelConfig, dtype: torch.dtype, bos_id: int | None, eos_i
     }
     if config.arch == "llama":
         c.update(attention_bias=config.attention_bias, mlp_bias=False)
+    if config.quantization:
+        # tinythink's own weight format: transformers cannot load these weights
+        c["tinythink_quantization"] = config.quantization
     if not config.uniform:
         # transformers' configs have one width for every layer; record ours so tinythink can read it back
         c["tinythink_layer_shapes"] = [vars(config.layer(i)) for i in range(config.n_layers)]

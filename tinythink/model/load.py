@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 
-from tinythink.errors import ModelFileError
+from tinythink.errors import ModelFileError, TinythinkError
 from tinythink.model.config import ModelConfig
 from tinythink.model.gguf_file import GGUFFile
 from tinythink.model.hf_checkpoint import config_from_hf, load_state_dict, save_hf_dir
+from tinythink.model.quantize import quantize_model, swap_to_quantized
 from tinythink.model.registry import KNOWN_MODELS, resolve
 from tinythink.model.transformer import Transformer
 from tinythink.text.tokenizer import Tokenizer
@@ -43,6 +44,12 @@ def build_model(config: ModelConfig, state_dict: dict[str, torch.Tensor], path: 
     """Build the model around the given weights without first allocating random ones."""
     with torch.device("meta"):
         model = Transformer(config)
+        if config.quantization:
+            swap_to_quantized(model, config.quantization)
+    if config.quantization:
+        # safetensors hands out views into one buffer at arbitrary offsets; the CPU int8/int4 kernels
+        # crash on unaligned weights (seen with torch 2.13), so give each tensor memory of its own
+        state_dict = {k: v.clone() for k, v in state_dict.items()}
     if config.tie_embeddings:
         state_dict = {**state_dict, "lm_head.weight": state_dict.get("embed_tokens.weight")}
     expected = set(model.state_dict())
@@ -59,18 +66,31 @@ def build_model(config: ModelConfig, state_dict: dict[str, torch.Tensor], path: 
     return model.eval()
 
 
-def load_model(ref: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
+def load_model(ref: str, dtype: torch.dtype = torch.float32, quantize: int | None = None,
+               group_size: int = 32) -> LoadedModel:
+    """Load a model; with `quantize` (8 or 4 bits), its linear layers are quantized after loading.
+
+    Quantized models (loaded or made here) run in bfloat16, whatever `dtype` says.
+    """
     path = resolve(ref)
     if path.is_dir():
         sd = load_state_dict(path)
         config = config_from_hf(path, sd)
-        model = build_model(config, {k: v.to(dtype) for k, v in sd.items()}, path)
+        if config.quantization:
+            dtype = torch.bfloat16
+        model = build_model(config, {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}, path)
         types = Counter(str(v.dtype).removeprefix("torch.").upper() for v in sd.values())
         size = sum(f.stat().st_size for f in path.glob("*.safetensors"))
-        return LoadedModel(model, Tokenizer.from_hf_dir(path), path, "hf", path.name, size, types)
-    gguf = GGUFFile(path)
-    config = gguf.config()
-    model = build_model(config, gguf.state_dict(config, dtype), path)
-    name = ref if ref in KNOWN_MODELS else gguf.metadata.get("general.name") or path.stem
-    return LoadedModel(model, Tokenizer.from_gguf_metadata(gguf.metadata, path), path, "gguf", name,
-                       path.stat().st_size, gguf.tensor_types(), gguf.metadata.get("general.license"))
+        loaded = LoadedModel(model, Tokenizer.from_hf_dir(path), path, "hf", path.name, size, types)
+    else:
+        gguf = GGUFFile(path)
+        config = gguf.config()
+        model = build_model(config, gguf.state_dict(config, torch.float32 if quantize else dtype), path)
+        name = ref if ref in KNOWN_MODELS else gguf.metadata.get("general.name") or path.stem
+        loaded = LoadedModel(model, Tokenizer.from_gguf_metadata(gguf.metadata, path), path, "gguf", name,
+                             path.stat().st_size, gguf.tensor_types(), gguf.metadata.get("general.license"))
+    if quantize:
+        if loaded.config.quantization:
+            raise TinythinkError(f"{path}: the model is already quantized ({loaded.config.quantization})")
+        quantize_model(loaded.model, quantize, group_size)
+    return loaded

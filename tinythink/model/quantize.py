@@ -1,0 +1,137 @@
+"""Weight-only quantization of linear layers, as a module swap plus a state-dict format (as gpt-fast does).
+
+- int8: one scale per output channel, symmetric, round to nearest.
+- int4: one scale and one minimum per group of `group_size` input weights, asymmetric, round to nearest.
+
+Both run on PyTorch's CPU weight-only kernels (`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`), which
+are fast with bfloat16 activations: quantized models run in bfloat16. The stored int4 format is plain
+nibbles (two weights a byte), portable across machines; the CPU kernel's packed layout is made at load time.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+BITS = (8, 4)
+
+
+class Int8Linear(nn.Module):
+    def __init__(self, in_features: int, out_features: int, bias: bool = False):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("weight", torch.empty(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("scales", torch.empty(out_features, dtype=torch.bfloat16))
+        self.bias = nn.Parameter(torch.empty(out_features, dtype=torch.bfloat16)) if bias else None
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear) -> Int8Linear:
+        w = linear.weight.detach().float()
+        scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-8)  # (N,)
+        q = cls(linear.in_features, linear.out_features, linear.bias is not None)
+        q.weight = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+        q.scales = scales.to(torch.bfloat16)
+        if linear.bias is not None:
+            q.bias = nn.Parameter(linear.bias.detach().to(torch.bfloat16))
+        return q
+
+    def dequantize(self) -> Tensor:
+        return self.weight.float() * self.scales.float()[:, None]
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, shape[-1]).to(torch.bfloat16), self.weight, self.scales)
+        y = y.reshape(*shape[:-1], self.out_features)
+        return y + self.bias if self.bias is not None else y
+
+
+class Int4Linear(nn.Module):
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, group_size: int = 32):
+        super().__init__()
+        if in_features % group_size:
+            raise ValueError(f"in_features {in_features} is not a multiple of the group size {group_size}")
+        self.in_features, self.out_features, self.group_size = in_features, out_features, group_size
+        # stored: two 4-bit weights a byte (even input index in the high nibble), and per group (scale, minimum)
+        self.register_buffer("weight", torch.empty(out_features, in_features // 2, dtype=torch.uint8))
+        self.register_buffer("scales_mins", torch.empty(in_features // group_size, out_features, 2,
+                                                        dtype=torch.bfloat16))
+        self.bias = nn.Parameter(torch.empty(out_features, dtype=torch.bfloat16)) if bias else None
+        self._packed: Tensor | None = None  # the CPU kernel's layout, made on first use
+        self._scales_zeros: Tensor | None = None
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, group_size: int = 32) -> Int4Linear:
+        N, K = linear.out_features, linear.in_features
+        q = cls(K, N, linear.bias is not None, group_size)
+        w = linear.weight.detach().float().reshape(N, K // group_size, group_size)
+        lo, hi = w.amin(dim=-1), w.amax(dim=-1)  # (N, K/G)
+        scales = ((hi - lo) / 15).clamp(min=1e-8)
+        codes = torch.round((w - lo[..., None]) / scales[..., None]).clamp(0, 15).to(torch.uint8).reshape(N, K)
+        q.weight = codes[:, 0::2] << 4 | codes[:, 1::2]
+        q.scales_mins = torch.stack([scales.t(), lo.t()], dim=-1).to(torch.bfloat16).contiguous()
+        if linear.bias is not None:
+            q.bias = nn.Parameter(linear.bias.detach().to(torch.bfloat16))
+        return q
+
+    def codes(self) -> Tensor:
+        """(N, K) integer codes 0..15."""
+        return torch.stack([self.weight >> 4, self.weight & 15], dim=-1).reshape(self.out_features, self.in_features)
+
+    def dequantize(self) -> Tensor:
+        sm = self.scales_mins.float()  # (K/G, N, 2)
+        scales = sm[..., 0].t().repeat_interleave(self.group_size, dim=1)
+        mins = sm[..., 1].t().repeat_interleave(self.group_size, dim=1)
+        return self.codes().float() * scales + mins
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._packed is None:
+            self._packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(self.codes().int(), 1)
+            scales, mins = self.scales_mins[..., 0], self.scales_mins[..., 1]
+            # the kernel computes (code - 8) * scale + zero
+            self._scales_zeros = torch.stack([scales, mins + 8 * scales], dim=-1).contiguous()
+        shape = x.shape
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, shape[-1]).to(torch.bfloat16), self._packed,
+                                                       self.group_size, self._scales_zeros)
+        y = y.reshape(*shape[:-1], self.out_features)
+        return y + self.bias if self.bias is not None else y
+
+
+def _linears(model: nn.Module):
+    """(parent, attribute name) of every linear layer to quantize: all projections, and an untied output head.
+
+    A head tied to the embeddings stays in bfloat16: it costs no memory beyond the embedding table the model
+    needs anyway, and it is where quantization hurts a small model most (int4: +4% perplexity on SmolLM2-135M).
+    """
+    for block in model.layers:
+        for parent, names in ((block.self_attn, ("q_proj", "k_proj", "v_proj", "o_proj")),
+                              (block.mlp, ("gate_proj", "up_proj", "down_proj"))):
+            for name in names:
+                yield parent, name
+    if not model.config.tie_embeddings:
+        yield model, "lm_head"
+
+
+def quantize_model(model: nn.Module, bits: int, group_size: int = 32) -> nn.Module:
+    """Swap every linear layer for its quantized form, in place; the rest of the model goes to bfloat16."""
+    if bits not in BITS:
+        raise ValueError(f"bits must be one of {BITS}")
+    for parent, name in _linears(model):  # from the float32 (or whatever) weights, before any cast
+        linear = getattr(parent, name)
+        if bits == 4 and linear.in_features % group_size:
+            raise ValueError(f"group size {group_size} does not divide {name}'s {linear.in_features} inputs")
+        q = Int8Linear.from_float(linear) if bits == 8 else Int4Linear.from_float(linear, group_size)
+        setattr(parent, name, q)
+    model.to(torch.bfloat16)
+    model.config.quantization = {"bits": bits, "group_size": group_size if bits == 4 else 0}
+    return model
+
+
+def swap_to_quantized(model: nn.Module, quantization: dict) -> nn.Module:
+    """Replace linear layers by empty quantized ones of the right shapes, to load a quantized state dict into."""
+    bits, group = quantization["bits"], quantization.get("group_size", 32)
+    for parent, name in _linears(model):
+        linear = getattr(parent, name)
+        args = (linear.in_features, linear.out_features, linear.bias is not None)
+        setattr(parent, name, Int8Linear(*args) if bits == 8 else Int4Linear(*args, group_size=group))
+    return model
