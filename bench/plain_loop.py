@@ -19,15 +19,17 @@ TEXT = ("The support team receives many tickets every day about billing, shippin
         "technical problems and general questions. ") * 40
 
 
-def run_tinythink(model: str, dtype: str, threads: int, n_prompt: int, n_new: int) -> dict:
+def run_tinythink(model: str, variant: str, threads: int, n_prompt: int, n_new: int) -> dict:
     import torch
 
     from tinythink.engine.generate import generate
     from tinythink.engine.sampling import SamplingParams
     from tinythink.llm import LLM
+    from tinythink.model.load import load_model
 
     torch.set_num_threads(threads)
-    llm = LLM.load(model, getattr(torch, dtype))
+    quantize = {"int8": 8, "int4": 4}.get(variant)
+    llm = LLM(load_model(model, torch.float32 if quantize else getattr(torch, variant), quantize=quantize))
     prompt = llm.tokenizer.encode(TEXT)[:n_prompt]
     params = SamplingParams(max_tokens=n_new, temperature=0.0)
     list(generate(llm.model, prompt[:16], SamplingParams(max_tokens=4, temperature=0.0)))  # warm-up
@@ -81,7 +83,7 @@ def main():
     args = p.parse_args()
     if args.runtime:
         return child(args)
-    runtimes = ["tinythink float32", "tinythink bfloat16"]
+    runtimes = ["tinythink float32", "tinythink bfloat16", "tinythink int8", "tinythink int4"]
     try:
         import llama_cpp  # noqa: F401
 

@@ -75,12 +75,12 @@ class KVCache(nn.Module):
         self.register_buffer("v", torch.zeros(shape, dtype=dtype), persistent=False)
 
     def update(self, rows: slice, input_pos: Tensor, k: Tensor, v: Tensor, length: int) -> tuple[Tensor, Tensor]:
-        # k, v: (B, H_kv, T, D) written into cache rows `rows` at input_pos (B, T);
+        # k, v: (B, H_kv, T, D) written (cast to the cache's dtype) into cache rows `rows` at input_pos (B, T);
         # returns those rows' first `length` positions, (B, H_kv, length, D), as views
         kc, vc = self.k[rows], self.v[rows]
         b = torch.arange(k.shape[0])[:, None]
-        kc[b, :, input_pos] = k.transpose(1, 2)  # index (B, T) + slice H + D -> (B, T, H, D)
-        vc[b, :, input_pos] = v.transpose(1, 2)
+        kc[b, :, input_pos] = k.transpose(1, 2).to(kc.dtype)  # index (B, T) + slice H + D -> (B, T, H, D)
+        vc[b, :, input_pos] = v.transpose(1, 2).to(vc.dtype)
         return kc[:, :, :length], vc[:, :, :length]
 
 
@@ -104,11 +104,11 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if self.kv_cache is not None and input_pos is not None:
-            k, v = self.kv_cache.update(rows, input_pos, k, v, length)
-        if mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            # attention runs in the cache's dtype: float32 on CPU, where bf16 SDPA is ~6x slower at decode
+            q, k, v = q.to(self.kv_cache.k.dtype), *self.kv_cache.update(rows, input_pos, k, v, length)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True).to(x.dtype)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
 
@@ -168,7 +168,7 @@ class Transformer(nn.Module):
         usable = cache is not None and (torch.is_inference_mode_enabled() or not cache.k.is_inference())
         if usable and max_batch <= self.max_batch and max_seq_len <= self.max_seq_len:
             return
-        dtype = dtype or self.embed_tokens.weight.dtype
+        dtype = dtype or torch.float32  # see Attention.forward: float32 attention is faster on CPU
         self.max_batch, self.max_seq_len = max_batch, max_seq_len
         for block in self.layers:
             attn = block.self_attn
