@@ -199,14 +199,13 @@ def cmd_export(args):
 def cmd_quantize(args):
     out = Path(args.out)
     _check_out(out, args.force)
-    args.quantize, args.dtype = None, "float32"
-    m = _load_model(args)
-    from tinythink.model.quantize import quantize_model
+    import torch
 
-    try:
-        quantize_model(m.model, args.bits, args.group_size)
-    except ValueError as e:
-        raise TinythinkError(str(e)) from None
+    from tinythink.model.load import load_model
+
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
+    m = load_model(args.model, quantize=args.bits, group_size=args.group_size)
     m.save_hf(out)
     size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
     print(f"wrote {m.name} with int{args.bits} weights"

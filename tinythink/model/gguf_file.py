@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,9 @@ class GGUFFile:
         try:
             self.reader = GGUFReader(self.path)
             self.metadata = {k: f.contents() for k, f in self.reader.fields.items() if not k.startswith("GGUF.")}
+            # the reader keeps numpy views for every vocabulary entry (~170 MB for a 49k vocabulary): the
+            # plain values are copied out now, so let them go
+            self.reader.fields.clear()
         except Exception as e:  # the reader raises whatever numpy or struct raised on a short or garbled file
             raise ModelFileError(self.path, f"truncated or corrupt GGUF file ({type(e).__name__}: {e})") from None
         size = self.path.stat().st_size
@@ -122,32 +126,40 @@ class GGUFFile:
                 return scaling
         raise ModelFileError(self.path, "rope_freqs.weight does not match any known Llama-3 rope scaling")
 
-    def tensor(self, name: str) -> torch.Tensor:
-        """One tensor, dequantized to float32, in PyTorch's (out_features, in_features) order."""
+    def tensor(self, name: str, dtype: torch.dtype = torch.float32, rows_per_chunk: int = 4096) -> torch.Tensor:
+        """One tensor, dequantized, in PyTorch's (out_features, in_features) order.
+
+        Large tensors are dequantized a block of rows at a time straight into the result, so a 49k-row
+        embedding never has several float32 copies alive at once.
+        """
         t = self.tensors[name]
         if t.tensor_type not in TENSOR_TYPES:
             raise ModelFileError(self.path, f"tensor {name} has type {t.tensor_type.name}, which is not supported "
                                             f"(supported: {', '.join(q.name for q in TENSOR_TYPES)})")
         shape = tuple(int(d) for d in reversed(t.shape))
-        if t.tensor_type == QT.F32:
-            array = np.array(t.data, dtype=np.float32)  # a copy: the file is memory-mapped read-only
-        else:
-            array = dequantize(np.asarray(t.data), t.tensor_type)
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32).reshape(shape))
+        data = np.asarray(t.data).reshape(shape[0], -1) if len(shape) > 1 else np.asarray(t.data)[None]
+        out = torch.empty((data.shape[0], shape[-1]), dtype=dtype)
+        for lo in range(0, data.shape[0], rows_per_chunk):
+            rows = data[lo:lo + rows_per_chunk]
+            block = rows.astype(np.float32) if t.tensor_type == QT.F32 else dequantize(rows, t.tensor_type)
+            out[lo:lo + rows_per_chunk] = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))
+        return out.reshape(shape)
 
-    def state_dict(self, config: ModelConfig, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-        sd = {}
+    def named_tensors(self, config: ModelConfig):
+        """(our parameter name, loader) pairs; `loader(dtype)` dequantizes that one tensor when called."""
         for i in range(config.n_layers):
             for src, dst in _NAMES.items():
                 if "{i}" in src and src.format(i=i) in self.tensors:
-                    sd[dst.format(i=i)] = self._load(src.format(i=i), config, i)
+                    yield dst.format(i=i), partial(self._load, src.format(i=i), config, i)
         for src, dst in _NAMES.items():
             if "{i}" not in src and src in self.tensors:
-                sd[dst] = self._load(src, config, None)
-        return {k: v.to(dtype) for k, v in sd.items()}
+                yield dst, partial(self._load, src, config, None)
 
-    def _load(self, name: str, config: ModelConfig, layer: int | None) -> torch.Tensor:
-        w = self.tensor(name)
+    def state_dict(self, config: ModelConfig, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        return {name: load(dtype) for name, load in self.named_tensors(config)}
+
+    def _load(self, name: str, config: ModelConfig, layer: int | None, dtype: torch.dtype) -> torch.Tensor:
+        w = self.tensor(name, dtype)
         if self.arch == "llama" and layer is not None and name.split(".")[-2] in ("attn_q", "attn_k"):
             # llama.cpp's converter interleaves the two rotary halves of each q/k head; undo that
             shape = config.layer(layer)

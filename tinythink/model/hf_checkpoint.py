@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from tinythink.errors import ModelFileError
 from tinythink.model.config import LayerShape, ModelConfig
@@ -48,7 +48,8 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         if not file.is_file():
             raise ModelFileError(file, "weight shard listed in the index is missing")
         try:
-            sd.update(load_file(str(file)))
+            with safe_open(str(file), framework="pt") as f:  # memory-mapped: no whole-file buffer
+                sd.update({k: f.get_tensor(k) for k in f.keys()})
         except (SafetensorError, OSError, ValueError) as e:
             raise ModelFileError(file, f"truncated or corrupt safetensors file ({e})") from None
     return {k.removeprefix("model."): v for k, v in sd.items()}

@@ -12,7 +12,7 @@ from tinythink.errors import ModelFileError, TinythinkError
 from tinythink.model.config import ModelConfig
 from tinythink.model.gguf_file import GGUFFile
 from tinythink.model.hf_checkpoint import config_from_hf, load_state_dict, save_hf_dir
-from tinythink.model.quantize import quantize_model, swap_to_quantized
+from tinythink.model.quantize import quantize_model, quantize_tensors, swap_to_quantized
 from tinythink.model.registry import KNOWN_MODELS, resolve
 from tinythink.model.transformer import Transformer
 from tinythink.text.tokenizer import Tokenizer
@@ -85,12 +85,22 @@ def load_model(ref: str, dtype: torch.dtype = torch.float32, quantize: int | Non
     else:
         gguf = GGUFFile(path)
         config = gguf.config()
-        model = build_model(config, gguf.state_dict(config, torch.float32 if quantize else dtype), path)
+        if quantize:  # tensor by tensor: never the whole model in float32
+            try:
+                sd = quantize_tensors(gguf.named_tensors(config), config, quantize, group_size)
+            except ValueError as e:
+                raise TinythinkError(f"{path}: {e}") from None
+        else:
+            sd = gguf.state_dict(config, dtype)
+        model = build_model(config, sd, path)
         name = ref if ref in KNOWN_MODELS else gguf.metadata.get("general.name") or path.stem
         loaded = LoadedModel(model, Tokenizer.from_gguf_metadata(gguf.metadata, path), path, "gguf", name,
                              path.stat().st_size, gguf.tensor_types(), gguf.metadata.get("general.license"))
-    if quantize:
+    if quantize and loaded.format == "hf":
         if loaded.config.quantization:
             raise TinythinkError(f"{path}: the model is already quantized ({loaded.config.quantization})")
-        quantize_model(loaded.model, quantize, group_size)
+        try:
+            quantize_model(loaded.model, quantize, group_size)
+        except ValueError as e:
+            raise TinythinkError(f"{path}: {e}") from None
     return loaded
