@@ -38,9 +38,9 @@ bench-deps: $(VENV)/.deps
 	$(BIN)/pip uninstall --quiet --yes llama-cpp-python || true
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --no-cache-dir llama-cpp-python
 
-# The main job. Until the OpenAI-compatible server lands this is the interactive chat on the default model.
+# The main job: the OpenAI-compatible server on the default model, at http://127.0.0.1:8000/v1
 serve: $(VENV)/.deps
-	$(BIN)/tinythink chat
+	$(BIN)/tinythink serve
 
 chat: $(VENV)/.deps
 	$(BIN)/tinythink chat

@@ -69,3 +69,31 @@ def test_bad_input_gives_one_clear_line(tmp_path):
     assert r.returncode == 2 and "temperature must be between 0 and 2" in r.stderr
     r = run("generate", "hi", "-m", "nope")
     assert r.returncode == 2 and "no model 'nope'" in r.stderr
+
+
+def test_quantize_then_generate(tmp_path):
+    out = tmp_path / "int8"
+    r = run("quantize", "smollm2-135m", "--bits", "8", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "int8 weights" in r.stdout
+    r = run("info", str(out))
+    assert "int8 linears" in r.stdout and "INT8 x210" in r.stdout
+    r = run("generate", "-m", str(out), "What is the capital of France?")
+    assert r.returncode == 0 and "Paris" in r.stdout
+    r = run("quantize", "smollm2-135m", "--bits", "4", "--group-size", "100", "--out", str(tmp_path / "bad"))
+    assert r.returncode == 2 and "group size 100 does not divide" in r.stderr
+
+
+def test_bench_prints_a_table_per_variant(tmp_path):
+    r = run("bench", "--variants", "int4,bfloat16", "--prompt-lengths", "32", "--streams", "1,2",
+            "--new-tokens", "4", "--json", str(tmp_path / "b.json"), timeout=400)
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| int4") or line.startswith("| bfloat16")]
+    assert len(rows) == 2
+    import json
+
+    results = json.loads((tmp_path / "b.json").read_text())
+    assert [x["variant"] for x in results] == ["int4", "bfloat16"]
+    assert all(x["decode_tok_s"] > 0 and x["streams"]["2"]["tok_s"] > 0 for x in results)
+    r = run("bench", "--variants", "int3")
+    assert r.returncode == 2 and "unknown variant 'int3'" in r.stderr

@@ -213,6 +213,65 @@ def cmd_quantize(args):
           + f" to {out}: {_human(size)} of weights; load it with -m {out}")
 
 
+def cmd_serve(args):
+    import os
+
+    import torch
+    import uvicorn
+
+    from tinythink.llm import LLM
+    from tinythink.model.load import load_model
+    from tinythink.serve.app import ServerSettings, create_app
+    from tinythink.serve.host import ModelHost
+
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
+    keys = list(args.api_key) + [k for k in os.environ.get("TINYTHINK_API_KEYS", "").split(",") if k]
+    hosts = {}
+    for ref in args.model or [DEFAULT_MODEL]:
+        loaded = load_model(ref, getattr(torch, args.dtype), quantize=args.quantize)
+        name = ref if ref in KNOWN_MODELS else loaded.name
+        hosts[name] = ModelHost(name, LLM(loaded), max_batch=args.max_batch, max_queue=args.max_queue,
+                                context=args.context)
+    settings = ServerSettings(host=args.host, port=args.port, api_keys=keys)
+    print(f"tinythink serving {', '.join(hosts)} at http://{args.host}:{args.port}/v1 "
+          f"(API keys {'required' if keys else 'off'})", file=sys.stderr, flush=True)
+    uvicorn.run(create_app(hosts, settings), host=args.host, port=args.port, log_level="warning")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def cmd_bench(args):
+    import json
+
+    from tinythink.engine import bench
+
+    for v in args.variants:
+        if v not in BENCH_VARIANTS:
+            raise TinythinkError(f"unknown variant {v!r} (choose from {', '.join(BENCH_VARIANTS)})")
+    print(f"# tinythink bench: {args.model}, {args.threads} threads, {args.new_tokens} new tokens per stream",
+          file=sys.stderr)
+    try:
+        results = bench.run(args.model, args.variants, args.threads, args.prompt_lengths, args.streams,
+                            args.new_tokens, progress=lambda m: print(m, file=sys.stderr))
+    except RuntimeError as e:
+        raise TinythinkError(f"benchmark failed: {e}") from None
+    print(bench.table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+BENCH_VARIANTS = ("float32", "bfloat16", "int8", "int4")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tinythink", description="Small, fast reasoning language models on a CPU.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -226,6 +285,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", action="store_true", help="print token counts and speed to stderr")
     _sampling_args(p)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("serve", help="the OpenAI-compatible HTTP server",
+                       description="Serve models over the OpenAI Chat Completions and Completions API.")
+    p.add_argument("-m", "--model", action="append", help=f"model to serve (repeatable; default {DEFAULT_MODEL})")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", action="append", default=[],
+                   help="require this bearer key (repeatable; also TINYTHINK_API_KEYS, comma-separated)")
+    p.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="weight and activation dtype")
+    p.add_argument("--quantize", type=int, choices=(8, 4), default=None, help="quantize linear layers")
+    p.add_argument("--max-batch", type=int, default=16, help="sequences decoded together (default 16)")
+    p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 429 (default 64)")
+    p.add_argument("--context", type=int, default=2048, help="tokens per sequence (default 2048)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("chat", help="interactive chat in the terminal",
                        description="Chat with history. Commands: /reset, /system TEXT, /exit.")
@@ -260,6 +334,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="write into a non-empty directory")
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
     p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("bench", help="measure prefill, decode, time to first token and batched throughput",
+                       description="Speed and memory of each variant of a model, each in its own process, "
+                                   "side by side in one run. Prints a Markdown table.")
+    p.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"model reference (default {DEFAULT_MODEL})")
+    p.add_argument("--variants", type=lambda t: t.split(","), default=list(BENCH_VARIANTS),
+                   help="comma-separated: float32,bfloat16,int8,int4 (default all)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    p.add_argument("--prompt-lengths", type=_int_list, default=[128, 512, 2048], help="prefill lengths")
+    p.add_argument("--streams", type=_int_list, default=[1, 4, 16], help="concurrent stream counts")
+    p.add_argument("--new-tokens", type=int, default=64, help="tokens generated per stream (default 64)")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 
@@ -11,14 +10,7 @@ from tinythink.engine.generate import generate
 from tinythink.engine.sampling import SamplingParams
 from tinythink.model.load import LoadedModel, load_model
 from tinythink.text.chat_template import ChatTemplate
-from tinythink.text.stream import IncrementalDecoder, StopStrings
-
-
-@dataclass
-class TextChunk:
-    text: str  # new text, possibly empty
-    token_ids: list[int]  # tokens generated since the last chunk
-    finish_reason: str | None = None  # "stop" or "length" on the last chunk
+from tinythink.text.stream import TextChunk, TextStream
 
 
 class LLM:
@@ -36,22 +28,14 @@ class LLM:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def stream(self, prompt: list[int], params: SamplingParams, stop: list[str] = ()) -> Iterator[TextChunk]:
-        decoder, stops = IncrementalDecoder(self.tokenizer), StopStrings(list(stop))
-        stop_ids = self.tokenizer.stop_ids
-        pending: list[int] = []
-        for token in generate(self.model, prompt, params, stop_ids):
-            if token in stop_ids:
-                yield TextChunk(stops.feed(decoder.flush()) + stops.flush(), pending, "stop")
+        text = TextStream(self.tokenizer, stop)
+        for token in generate(self.model, prompt, params, self.tokenizer.stop_ids):
+            chunk = text.feed(token)
+            if chunk is not None:
+                yield chunk
+            if text.finish_reason:
                 return
-            pending.append(token)
-            text = stops.feed(decoder.feed(token))
-            if stops.stopped:
-                yield TextChunk(text, pending, "stop")
-                return
-            if text:
-                yield TextChunk(text, pending)
-                pending = []
-        yield TextChunk(stops.feed(decoder.flush()) + stops.flush(), pending, "length")
+        yield text.finish("length")
 
     def chat(self, messages: list[dict], params: SamplingParams, stop: list[str] = ()) -> Iterator[TextChunk]:
         return self.stream(self.chat_prompt(messages), params, stop)

@@ -17,7 +17,7 @@ import itertools
 import queue
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -43,6 +43,7 @@ class Request:
     output: list[int] = field(default_factory=list)
     finish_reason: str | None = None  # "stop", "length" or "cancelled"
     events: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    listener: Callable[[], None] | None = None  # called (from the engine's thread) after each new event
 
     @property
     def done(self) -> bool:
@@ -82,10 +83,11 @@ class BatchEngine:
 
     # ---- the public side, safe from any thread
 
-    def submit(self, prompt: list[int], params: SamplingParams, stop_ids=frozenset()) -> Request:
+    def submit(self, prompt: list[int], params: SamplingParams, stop_ids=frozenset(),
+               listener: Callable[[], None] | None = None) -> Request:
         check_prompt(prompt, self.context)
         req = Request(next(self.ids), list(prompt), params, frozenset(stop_ids),
-                      Sampler(params, prompt, self.model.config.vocab_size))
+                      Sampler(params, prompt, self.model.config.vocab_size), listener=listener)
         with self.lock:
             self.waiting.append(req)
         self.wakeup.set()
@@ -199,7 +201,7 @@ class BatchEngine:
 
     def _emit(self, req: Request, token: int):
         req.output.append(token)
-        req.events.put(token)
+        self._put(req, token)
         if token in req.stop_ids:
             self._finish(req, "stop")
         elif len(req.output) >= req.params.max_tokens or req.pos + 1 >= self.context:
@@ -214,4 +216,10 @@ class BatchEngine:
                 self.prefilling.remove(req)
             heapq.heappush(self.free, req.slot)
             req.slot = None
-        req.events.put(_DONE)
+        self._put(req, _DONE)
+
+    @staticmethod
+    def _put(req: Request, event):
+        req.events.put(event)
+        if req.listener is not None:
+            req.listener()

@@ -7,6 +7,8 @@ stop string, and cuts the stream where one appears.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from tinythink.text.tokenizer import Tokenizer
 
 _REPLACEMENT = "\ufffd"
@@ -59,3 +61,42 @@ class StopStrings:
     def flush(self) -> str:
         out, self.pending = ("" if self.stopped else self.pending), ""
         return out
+
+
+@dataclass
+class TextChunk:
+    text: str  # new text, possibly empty
+    token_ids: list[int]  # tokens generated since the last chunk
+    finish_reason: str | None = None  # "stop" or "length" on the last chunk
+
+
+class TextStream:
+    """One request's generated token ids -> text chunks: detokenizing, stop tokens, stop strings."""
+
+    def __init__(self, tokenizer: Tokenizer, stop: list[str] = (), stop_ids=None):
+        self.decoder, self.stops = IncrementalDecoder(tokenizer), StopStrings(list(stop))
+        self.stop_ids = tokenizer.stop_ids if stop_ids is None else stop_ids
+        self.pending: list[int] = []
+        self.finish_reason: str | None = None
+
+    def feed(self, token: int) -> TextChunk | None:
+        """The chunk this token completes, if any; after a stop, the last chunk (with its finish_reason)."""
+        if token in self.stop_ids:
+            return self.finish("stop")
+        self.pending.append(token)
+        text = self.stops.feed(self.decoder.feed(token))
+        if self.stops.stopped:
+            self.finish_reason = "stop"
+            chunk, self.pending = TextChunk(text, self.pending, "stop"), []
+            return chunk
+        if text:
+            chunk, self.pending = TextChunk(text, self.pending), []
+            return chunk
+        return None
+
+    def finish(self, reason: str) -> TextChunk:
+        """The last chunk: whatever text was held back, and why the stream ended."""
+        self.finish_reason = reason
+        chunk = TextChunk(self.stops.feed(self.decoder.flush()) + self.stops.flush(), self.pending, reason)
+        self.pending = []
+        return chunk

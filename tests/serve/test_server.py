@@ -1,0 +1,186 @@
+"""The real server on a free localhost port, driven by the official openai client and raw HTTP."""
+
+import socket
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+import torch
+import uvicorn
+
+from tinythink.llm import LLM
+from tinythink.model.load import load_model
+from tinythink.serve.app import ServerSettings, create_app
+from tinythink.serve.host import ModelHost
+
+KEY = "test-key-123"
+MODEL = "smollm2-135m"
+FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    # float32: batched results then equal unbatched ones exactly (in bfloat16, a 16-row matmul rounds differently
+    # from a 1-row one, so near-ties can go the other way), which lets the concurrency test check independence
+    host = ModelHost(MODEL, LLM(load_model(MODEL, torch.float32)), max_batch=16, max_queue=64, context=1024)
+    port = free_port()
+    config = uvicorn.Config(create_app({MODEL: host}, ServerSettings(api_keys=[KEY], max_body_bytes=64 << 10)),
+                            host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", host
+    srv.should_exit = True
+    thread.join(timeout=10)
+    host.close()
+    host.llm.model.clear_caches()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server[0] + "/v1", api_key=KEY, max_retries=0, timeout=120)
+
+
+def test_chat_completion(client):
+    r = client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0)
+    assert r.object == "chat.completion" and r.id.startswith("chatcmpl-") and r.model == MODEL
+    assert r.system_fingerprint.startswith("tinythink-")
+    choice = r.choices[0]
+    assert "Paris" in choice.message.content and choice.message.role == "assistant"
+    assert choice.finish_reason == "stop"
+    assert r.usage.prompt_tokens > 10 and 0 < r.usage.completion_tokens < 30
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_streaming_equals_non_streaming_and_reports_usage(client):
+    kw = dict(model=MODEL, messages=[{"role": "user", "content": "Name three fruits."}], temperature=0, max_tokens=40)
+    whole = client.chat.completions.create(**kw)
+    chunks = list(client.chat.completions.create(**kw, stream=True, stream_options={"include_usage": True}))
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == [whole.choices[0].finish_reason]
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_length_limit_and_stop_strings(client):
+    r = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Count from 1 to 50."}],
+                                       temperature=0, max_completion_tokens=5)
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 5
+    r = client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0, stop=["Paris"])
+    assert r.choices[0].finish_reason == "stop" and "Paris" not in r.choices[0].message.content
+
+
+def test_n_and_seed(client):
+    kw = dict(model=MODEL, messages=[{"role": "user", "content": "Write a sentence about cats."}], temperature=1.0,
+              max_tokens=20, n=3, seed=42)
+    a, b = client.chat.completions.create(**kw), client.chat.completions.create(**kw)
+    texts = [c.message.content for c in a.choices]
+    assert [c.index for c in a.choices] == [0, 1, 2]
+    assert texts == [c.message.content for c in b.choices]  # the same seed, the same samples
+    assert len(set(texts)) > 1  # but each choice samples on its own
+
+
+def test_completions_with_prompt_list_and_echo(client):
+    r = client.completions.create(model=MODEL, prompt=["The capital of France is", "One, two,"], max_tokens=4,
+                                  temperature=0, echo=True)
+    assert r.object == "text_completion" and len(r.choices) == 2
+    assert r.choices[0].text.startswith("The capital of France is") and "Paris" in r.choices[0].text
+    assert r.choices[1].text.startswith("One, two,")
+
+
+def test_models(client):
+    assert [m.id for m in client.models.list().data] == [MODEL]
+    assert client.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="gpt-4o", messages=FRANCE)
+    assert e.value.body["code"] == "model_not_found"
+
+
+def test_bad_requests_get_openai_errors(client, server):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=5)
+    assert e.value.body["param"] == "temperature"
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=[{"role": "wizard", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=[])
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, messages=FRANCE, response_format={"type": "json_object"})
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "word " * 1100}])
+    assert e.value.body["code"] == "context_length_exceeded"
+    url = server[0] + "/v1/chat/completions"
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    r = httpx.post(url, content=b'{"model": "smollm2-135m", "messages": [', headers=headers)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    r = httpx.post(url, content=b"{" + b" " * (70 << 10) + b"}", headers=headers)
+    assert r.status_code == 413 and r.json()["error"]["type"] == "invalid_request_error"
+    assert httpx.get(server[0] + "/health").json()["status"] == "ok"  # and it keeps serving
+
+
+def test_api_key_required(server):
+    anonymous = openai.OpenAI(base_url=server[0] + "/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        anonymous.models.list()
+
+
+def test_full_queue_is_429(client, server):
+    host = server[1]
+    host.max_queue = 0
+    try:
+        with pytest.raises(openai.RateLimitError):
+            client.chat.completions.create(model=MODEL, messages=FRANCE)
+    finally:
+        host.max_queue = 64
+
+
+def test_32_concurrent_streams_are_independent(client):
+    questions = [f"What is {a} plus {a}?" for a in range(1, 33)]
+    expected = {}
+    for q in questions[:4]:  # the answers of a few, asked alone
+        expected[q] = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": q}],
+                                                     temperature=0, max_tokens=16).choices[0].message.content
+    results = {}
+
+    def ask(q):
+        stream = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": q}],
+                                                temperature=0, max_tokens=16, stream=True)
+        results[q] = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+    threads = [threading.Thread(target=ask, args=(q,)) for q in questions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert len(results) == 32 and all(results.values())
+    for q, text in expected.items():
+        assert results[q] == text
+
+
+def test_disconnect_frees_the_slot(server):
+    url, host = server
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Tell me a very long story."}],
+            "max_tokens": 900, "stream": True}
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"},
+                      timeout=60) as r:
+        lines = r.iter_lines()
+        for _ in range(6):
+            next(lines)
+        assert host.engine.active == 1
+    deadline = time.time() + 10
+    while host.engine.active and time.time() < deadline:
+        time.sleep(0.05)
+    assert host.engine.active == 0

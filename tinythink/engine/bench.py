@@ -1,0 +1,126 @@
+"""`tinythink bench`: prefill, single-stream decode, time to first token, and batched throughput.
+
+Each variant (float32, bfloat16, int8, int4) runs in a fresh subprocess so that its peak RSS is its own,
+and the variants run one after another in the same invocation, so that their ratios are comparable on a
+noisy machine.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+# Prompt text for the measurements: support-ticket prose, the product's typical input.
+TEXT = ("Ticket 4411: the customer writes that the invoice for October was charged twice to the same card, and "
+        "asks for a refund of the duplicate payment. They also mention that the mobile app logs them out every "
+        "time they switch networks, which makes it hard to check the order status while travelling. ") * 60
+
+
+def _prompt(tokenizer, n: int) -> list[int]:
+    ids = tokenizer.encode(TEXT, add_special_tokens=False)
+    if len(ids) < n:
+        raise ValueError(f"the benchmark text has only {len(ids)} tokens; asked for {n}")
+    return ids[:n]
+
+
+@torch.inference_mode()
+def measure(model_ref: str, variant: str, threads: int, prompt_lengths: list[int], streams: list[int],
+            new_tokens: int) -> dict:
+    from tinythink.engine.batch import BatchEngine
+    from tinythink.engine.generate import generate
+    from tinythink.engine.sampling import SamplingParams
+    from tinythink.model.load import load_model
+
+    torch.set_num_threads(threads)
+    quantize = {"int8": 8, "int4": 4}.get(variant)
+    start = time.perf_counter()
+    loaded = load_model(model_ref, torch.float32 if quantize else getattr(torch, variant), quantize=quantize)
+    result = {"variant": variant, "load_s": time.perf_counter() - start, "prefill_tok_s": {}}
+    model, tok = loaded.model, loaded.tokenizer
+    greedy = SamplingParams(max_tokens=new_tokens, temperature=0.0)
+
+    list(generate(model, _prompt(tok, 16), SamplingParams(max_tokens=2, temperature=0.0)))  # warm-up
+    for n in prompt_lengths:
+        model.setup_caches(1, n + 1)
+        ids = torch.tensor([_prompt(tok, n)])
+        best = float("inf")
+        for _ in range(2):
+            t = time.perf_counter()
+            for lo in range(0, n, 512):  # the engine's own prefill chunking
+                model(ids[:, lo:lo + 512], input_pos=torch.arange(lo, min(n, lo + 512)), last_only=True)
+            best = min(best, time.perf_counter() - t)
+        result["prefill_tok_s"][n] = n / best
+
+    prompt = _prompt(tok, 200)
+    t = time.perf_counter()
+    tokens = generate(model, prompt, greedy)  # no stop ids: exactly new_tokens tokens
+    next(tokens)
+    first = time.perf_counter()
+    n = 1 + sum(1 for _ in tokens)
+    result["ttft_ms"] = (first - t) * 1000
+    result["decode_tok_s"] = (n - 1) / (time.perf_counter() - first)
+
+    result["streams"] = {}
+    model.clear_caches()
+    engine = BatchEngine(model, max_batch=max(streams), context=1024, prefix_cache_bytes=0)
+    for s in streams:
+        prompts = [_prompt(tok, 100 + 7 * i) for i in range(s)]  # different lengths, as real traffic has
+        t = time.perf_counter()
+        reqs = [engine.submit(p, greedy) for p in prompts]
+        finished: dict[int, float] = {}
+        while len(finished) < s:
+            engine.step()
+            for r in reqs:
+                if r.done and r.id not in finished:
+                    finished[r.id] = time.perf_counter() - t
+        wall = time.perf_counter() - t
+        latencies = sorted(finished.values())
+        result["streams"][s] = {
+            "tok_s": sum(len(r.output) for r in reqs) / wall,
+            "p50_s": statistics.median(latencies),
+            "p95_s": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))],
+        }
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def run(model_ref: str, variants: list[str], threads: int, prompt_lengths: list[int], streams: list[int],
+        new_tokens: int, progress=print) -> list[dict]:
+    results = []
+    for variant in variants:
+        progress(f"benchmarking {model_ref} {variant} ...")
+        cmd = [sys.executable, "-m", "tinythink.engine.bench", json.dumps(
+            {"model_ref": model_ref, "variant": variant, "threads": threads, "prompt_lengths": prompt_lengths,
+             "streams": streams, "new_tokens": new_tokens})]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"{variant}: {out.stderr.strip().splitlines()[-1] if out.stderr else out.returncode}")
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return results
+
+
+def table(results: list[dict]) -> str:
+    base = results[0]
+    lengths = list(base["prefill_tok_s"])
+    streams = list(base["streams"])
+    head = (["variant"] + [f"prefill@{n} tok/s" for n in lengths] + ["TTFT ms (200)", "decode tok/s"]
+            + [f"{s} streams tok/s (p50/p95 s)" for s in streams] + ["peak RSS MB", "load s"])
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        cells = ([r["variant"]] + [f"{r['prefill_tok_s'][n]:.0f}" for n in lengths]
+                 + [f"{r['ttft_ms']:.0f}", f"{r['decode_tok_s']:.1f}"]
+                 + [f"{r['streams'][s]['tok_s']:.1f} ({r['streams'][s]['p50_s']:.1f}/{r['streams'][s]['p95_s']:.1f})"
+                    for s in streams]
+                 + [f"{r['peak_rss_mb']:.0f}", f"{r['load_s']:.1f}"])
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # one variant, in its own process
+    print(json.dumps(measure(**json.loads(sys.argv[1]))))

@@ -1,0 +1,257 @@
+"""The OpenAI-compatible HTTP server: an app factory over one or more served models."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tinythink import __version__
+from tinythink.engine.sampling import SamplingParams
+from tinythink.errors import TinythinkError
+from tinythink.serve.host import ModelHost
+from tinythink.serve.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+from tinythink.text.stream import TextChunk
+
+FINGERPRINT = f"tinythink-{__version__}"
+
+
+@dataclass
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: list[str] = field(default_factory=list)
+    max_body_bytes: int = 1 << 20
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None):
+        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+
+
+def error_response(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
+                   code: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": code}},
+                        status_code=status)
+
+
+def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = None) -> FastAPI:
+    settings = settings or ServerSettings()
+    app = FastAPI(title="tinythink", version=__version__,
+                  description="OpenAI-compatible API for small reasoning models on a CPU.")
+    app.state.hosts = hosts
+
+    @app.exception_handler(APIError)
+    async def api_error(_, e: APIError):
+        return error_response(e.status, e.message, e.type, e.param, e.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_, e: RequestValidationError):
+        first = e.errors()[0]
+        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+        if first.get("type") == "json_invalid":
+            return error_response(400, f"the request body is not valid JSON: {first.get('msg')}", code="invalid_json")
+        param = ".".join(loc) or None
+        message = f"{param}: {first.get('msg')}" if param else first.get("msg", "invalid request")
+        if first.get("type") == "extra_forbidden":
+            message = f"{param}: unknown or unsupported parameter"
+        return error_response(400, message, param=param, code=first.get("type"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_, e: StarletteHTTPException):
+        return error_response(e.status_code, str(e.detail), "invalid_request_error" if e.status_code < 500 else
+                              "server_error")
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        if settings.api_keys and request.url.path.startswith("/v1/"):
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if not any(hmac.compare_digest(given.encode(), key.encode()) for key in settings.api_keys):
+                return error_response(401, "invalid or missing API key (send Authorization: Bearer KEY)",
+                                      "authentication_error", code="invalid_api_key")
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
+            return error_response(413, f"request body of {length} bytes is over the limit of "
+                                       f"{settings.max_body_bytes} bytes", code="request_too_large")
+        return await call_next(request)
+
+    def host_for(model: str) -> ModelHost:
+        if model not in hosts:
+            raise APIError(404, f"the model {model!r} does not exist (served: {', '.join(hosts)})", param="model",
+                           code="model_not_found")
+        return hosts[model]
+
+    def model_card(name: str) -> dict:
+        return {"id": name, "object": "model", "created": 0, "owned_by": "tinythink"}
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "models": {n: {"active": h.engine.active, "waiting": len(h.engine.waiting)}
+                                           for n, h in hosts.items()}}
+
+    @app.get("/v1/models")
+    async def list_models():
+        return {"object": "list", "data": [model_card(n) for n in hosts]}
+
+    @app.get("/v1/models/{model_id}")
+    async def get_model(model_id: str):
+        host_for(model_id)
+        return model_card(model_id)
+
+    def sampling(body: SamplingFields, max_tokens: int | None, seed_offset: int = 0) -> SamplingParams:
+        bias = {}
+        for key, value in (body.logit_bias or {}).items():
+            if not key.lstrip("-").isdigit():
+                raise APIError(400, f"logit_bias keys must be token ids, got {key!r}", param="logit_bias")
+            bias[int(key)] = value
+        try:
+            return SamplingParams(max_tokens=max_tokens or 512, temperature=body.temperature, top_p=body.top_p,
+                                  presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
+                                  logit_bias=bias, seed=None if body.seed is None else body.seed + seed_offset)
+        except TinythinkError as e:
+            raise APIError(400, str(e)) from None
+
+    async def run_choices(host: ModelHost, prompts: list[list[int]], body: SamplingFields, max_tokens: int | None
+                          ) -> list[AsyncIterator[TextChunk]]:
+        # fail before streaming starts: settings, prompt length, queue room
+        streams = []
+        for i, prompt in enumerate(prompts):
+            params = sampling(body, max_tokens, i)
+            if len(prompt) + 1 > host.engine.context:
+                raise APIError(400, f"the prompt is {len(prompt)} tokens; this server's context holds "
+                                    f"{host.engine.context}", param="messages", code="context_length_exceeded")
+            if len(host.engine.waiting) + len(streams) >= host.max_queue:
+                raise APIError(429, "the server is busy: its queue is full; try again shortly",
+                               "rate_limit_error", code="queue_full")
+            streams.append(host.stream(prompt, params, body.stop_list()))
+        return streams
+
+    def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens}
+
+    async def collect(stream: AsyncIterator[TextChunk]) -> tuple[str, str, int]:
+        text, reason, tokens = [], "length", 0
+        async for chunk in stream:
+            text.append(chunk.text)
+            tokens += len(chunk.token_ids)
+            reason = chunk.finish_reason or reason
+        return "".join(text), reason, tokens
+
+    def sse(data: dict | str) -> str:
+        return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
+
+    async def merged(streams: list[AsyncIterator[TextChunk]]) -> AsyncIterator[tuple[int, TextChunk]]:
+        """Chunks of several choices in arrival order, as (choice index, chunk)."""
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def pump(i, s):
+            try:
+                async for chunk in s:
+                    await queue.put((i, chunk))
+            finally:
+                await queue.put((i, None))
+
+        tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+        try:
+            remaining = len(tasks)
+            while remaining:
+                i, chunk = await queue.get()
+                if chunk is None:
+                    remaining -= 1
+                else:
+                    yield i, chunk
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest):
+        host = host_for(body.model)
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                    for m in body.messages]
+        try:
+            prompt = host.llm.chat_prompt(messages)
+        except TinythinkError as e:
+            raise APIError(400, str(e), param="messages") from None
+        streams = await run_choices(host, [prompt] * body.n, body, body.max_completion_tokens or body.max_tokens)
+        cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        base = {"id": cid, "created": created, "model": body.model, "system_fingerprint": FINGERPRINT}
+        if not body.stream:
+            choices, total = [], 0
+            for i, s in enumerate(streams):
+                text, reason, tokens = await collect(s)
+                total += tokens
+                choices.append({"index": i, "message": {"role": "assistant", "content": text, "refusal": None},
+                                "logprobs": None, "finish_reason": reason})
+            return {**base, "object": "chat.completion", "choices": choices,
+                    "usage": usage(len(prompt) * body.n, total)}
+
+        async def events():
+            chunk_base = {**base, "object": "chat.completion.chunk"}
+            total = 0
+            for i in range(body.n):
+                yield sse({**chunk_base, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
+                                                      "logprobs": None, "finish_reason": None}]})
+            async for i, chunk in merged(streams):
+                total += len(chunk.token_ids)
+                if chunk.text:
+                    yield sse({**chunk_base, "choices": [{"index": i, "delta": {"content": chunk.text},
+                                                          "logprobs": None, "finish_reason": None}]})
+                if chunk.finish_reason:
+                    yield sse({**chunk_base, "choices": [{"index": i, "delta": {}, "logprobs": None,
+                                                          "finish_reason": chunk.finish_reason}]})
+            if body.stream_options and body.stream_options.include_usage:
+                yield sse({**chunk_base, "choices": [], "usage": usage(len(prompt) * body.n, total)})
+            yield sse("[DONE]")
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest):
+        host = host_for(body.model)
+        texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        prompts = [host.llm.tokenizer.encode(t) for t in texts for _ in range(body.n)]
+        if any(not p for p in prompts):
+            raise APIError(400, "the prompt is empty", param="prompt")
+        streams = await run_choices(host, prompts, body, body.max_tokens)
+        cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        base = {"id": cid, "created": created, "model": body.model, "system_fingerprint": FINGERPRINT}
+        echo = [texts[i // body.n] if body.echo else "" for i in range(len(prompts))]
+        prompt_tokens = sum(len(p) for p in prompts)
+        if not body.stream:
+            choices, total = [], 0
+            for i, s in enumerate(streams):
+                text, reason, tokens = await collect(s)
+                total += tokens
+                choices.append({"index": i, "text": echo[i] + text, "logprobs": None, "finish_reason": reason})
+            return {**base, "object": "text_completion", "choices": choices, "usage": usage(prompt_tokens, total)}
+
+        async def events():
+            chunk_base = {**base, "object": "text_completion"}
+            total = 0
+            for i, e in enumerate(echo):
+                if e:
+                    yield sse({**chunk_base, "choices": [{"index": i, "text": e, "logprobs": None,
+                                                          "finish_reason": None}]})
+            async for i, chunk in merged(streams):
+                total += len(chunk.token_ids)
+                yield sse({**chunk_base, "choices": [{"index": i, "text": chunk.text, "logprobs": None,
+                                                      "finish_reason": chunk.finish_reason}]})
+            if body.stream_options and body.stream_options.include_usage:
+                yield sse({**chunk_base, "choices": [], "usage": usage(prompt_tokens, total)})
+            yield sse("[DONE]")
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app
