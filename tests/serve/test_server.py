@@ -184,3 +184,20 @@ def test_disconnect_frees_the_slot(server):
     while host.engine.active and time.time() < deadline:
         time.sleep(0.05)
     assert host.engine.active == 0
+
+
+def test_metrics(client, server):
+    client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=FRANCE, top_p=0)
+    text = httpx.get(server[0] + "/metrics").text
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+              if line and not line.startswith("#")}
+    assert values['tinythink_requests_total{endpoint="/v1/chat/completions",status="200"}'] >= 1
+    assert values['tinythink_requests_total{endpoint="/v1/chat/completions",status="400"}'] >= 1
+    assert values[f'tinythink_completion_tokens_total{{model="{MODEL}"}}'] >= 7
+    assert values[f'tinythink_request_seconds_count{{model="{MODEL}"}}'] >= 1
+    assert values[f'tinythink_time_to_first_token_seconds_count{{model="{MODEL}"}}'] >= 1
+    assert values[f'tinythink_batch_size{{model="{MODEL}"}}'] == 0
+    assert values[f'tinythink_kv_slots_used_ratio{{model="{MODEL}"}}'] == 0
+    assert f'tinythink_queue_depth{{model="{MODEL}"}}' in values

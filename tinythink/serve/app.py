@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tinythink import __version__
 from tinythink.engine.sampling import SamplingParams
 from tinythink.errors import TinythinkError
 from tinythink.serve.host import ModelHost
+from tinythink.serve.metrics import Metrics
 from tinythink.serve.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
 from tinythink.text.stream import TextChunk
 
@@ -50,6 +51,7 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
     app = FastAPI(title="tinythink", version=__version__,
                   description="OpenAI-compatible API for small reasoning models on a CPU.")
     app.state.hosts = hosts
+    metrics = app.state.metrics = Metrics(hosts)
 
     @app.exception_handler(APIError)
     async def api_error(_, e: APIError):
@@ -81,9 +83,13 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
                                       "authentication_error", code="invalid_api_key")
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-            return error_response(413, f"request body of {length} bytes is over the limit of "
-                                       f"{settings.max_body_bytes} bytes", code="request_too_large")
-        return await call_next(request)
+            response = error_response(413, f"request body of {length} bytes is over the limit of "
+                                           f"{settings.max_body_bytes} bytes", code="request_too_large")
+        else:
+            response = await call_next(request)
+        if request.url.path.startswith("/v1/"):
+            metrics.requests.labels(request.url.path, str(response.status_code)).inc()
+        return response
 
     def host_for(model: str) -> ModelHost:
         if model not in hosts:
@@ -98,6 +104,10 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
     async def health():
         return {"status": "ok", "models": {n: {"active": h.engine.active, "waiting": len(h.engine.waiting)}
                                            for n, h in hosts.items()}}
+
+    @app.get("/metrics")
+    async def prometheus_metrics():
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models")
     async def list_models():
@@ -133,12 +143,25 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
             if len(host.engine.waiting) + len(streams) >= host.max_queue:
                 raise APIError(429, "the server is busy: its queue is full; try again shortly",
                                "rate_limit_error", code="queue_full")
-            streams.append(host.stream(prompt, params, body.stop_list()))
+            streams.append(measured(host.name, len(prompt), host.stream(prompt, params, body.stop_list())))
         return streams
 
     def usage(prompt_tokens: int, completion_tokens: int) -> dict:
         return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens}
+
+    async def measured(model: str, prompt_tokens: int, stream: AsyncIterator[TextChunk]
+                       ) -> AsyncIterator[TextChunk]:
+        """The stream, counted into the metrics as it goes."""
+        start, first = time.perf_counter(), True
+        metrics.prompt_tokens.labels(model).inc(prompt_tokens)
+        async for chunk in stream:
+            if first and chunk.text:
+                metrics.ttft.labels(model).observe(time.perf_counter() - start)
+                first = False
+            metrics.completion_tokens.labels(model).inc(len(chunk.token_ids))
+            yield chunk
+        metrics.latency.labels(model).observe(time.perf_counter() - start)
 
     async def collect(stream: AsyncIterator[TextChunk]) -> tuple[str, str, int]:
         text, reason, tokens = [], "length", 0
