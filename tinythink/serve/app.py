@@ -7,12 +7,13 @@ import hmac
 import json
 import time
 import uuid
+from pathlib import Path
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tinythink import __version__
@@ -24,6 +25,7 @@ from tinythink.serve.protocol import ChatCompletionRequest, CompletionRequest, S
 from tinythink.text.stream import TextChunk
 
 FINGERPRINT = f"tinythink-{__version__}"
+PAGE = Path(__file__).parent / "static" / "index.html"
 
 
 @dataclass
@@ -104,6 +106,10 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
     async def health():
         return {"status": "ok", "models": {n: {"active": h.engine.active, "waiting": len(h.engine.waiting)}
                                            for n, h in hosts.items()}}
+
+    @app.get("/", include_in_schema=False)
+    async def chat_page():
+        return FileResponse(PAGE, media_type="text/html")
 
     @app.get("/metrics")
     async def prometheus_metrics():
