@@ -36,6 +36,7 @@ def open_page(browser, url, width=1280, height=800, key=KEY):
 def test_ask_stream_stop_and_reset(browser, server, tmp_path_factory):
     url, host = server
     page = open_page(browser, url)
+    page.fill("#temperature", "0")  # greedy: a deterministic answer
     page.fill("#input", "What is the capital of France?")
     page.press("#input", "Enter")
     answer = page.locator(".message.assistant").last

@@ -84,10 +84,10 @@ class BatchEngine:
     # ---- the public side, safe from any thread
 
     def submit(self, prompt: list[int], params: SamplingParams, stop_ids=frozenset(),
-               listener: Callable[[], None] | None = None) -> Request:
+               listener: Callable[[], None] | None = None, constraint=None) -> Request:
         check_prompt(prompt, self.context)
         req = Request(next(self.ids), list(prompt), params, frozenset(stop_ids),
-                      Sampler(params, prompt, self.model.config.vocab_size), listener=listener)
+                      Sampler(params, prompt, self.model.config.vocab_size, constraint), listener=listener)
         with self.lock:
             self.waiting.append(req)
         self.wakeup.set()

@@ -56,8 +56,9 @@ class SamplingParams:
 class Sampler:
     """Samples one sequence's tokens; remembers what it has seen for the penalties."""
 
-    def __init__(self, params: SamplingParams, prompt: list[int], vocab_size: int):
+    def __init__(self, params: SamplingParams, prompt: list[int], vocab_size: int, constraint=None):
         self.p = params
+        self.constraint = constraint  # a grammar (engine.constraint.Constraint) the output must follow
         self.generator = torch.Generator().manual_seed(params.seed if params.seed is not None
                                                        else random.getrandbits(63))
         self.seen = torch.zeros(vocab_size, dtype=torch.bool)  # prompt + output, for repetition_penalty
@@ -73,7 +74,12 @@ class Sampler:
 
     def __call__(self, logits: Tensor) -> int:
         """logits (vocab,) float32 -> the next token id; records it."""
-        token = int(self.sample(self.adjust(logits)))
+        logits = self.adjust(logits)
+        if self.constraint is not None:
+            self.constraint.mask(logits)
+        token = int(self.sample(logits))
+        if self.constraint is not None:
+            self.constraint.accept(token)
         self.seen[token] = True
         self.counts[token] += 1
         return token

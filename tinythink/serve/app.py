@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tinythink import __version__
+from tinythink.engine.constraint import GrammarError
 from tinythink.engine.sampling import SamplingParams
 from tinythink.errors import TinythinkError
 from tinythink.serve.host import ModelHost
@@ -137,9 +138,24 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
         except TinythinkError as e:
             raise APIError(400, str(e)) from None
 
+    def grammar_for(host: ModelHost, body: SamplingFields) -> str | None:
+        fmt = getattr(body, "response_format", None)
+        if fmt is None or fmt.type == "text":
+            return None
+        try:
+            if fmt.type == "json_object":
+                return host.grammars.json_object()
+            if fmt.json_schema is None:
+                raise APIError(400, "response_format.json_schema is required with type json_schema",
+                               param="response_format.json_schema")
+            return host.grammars.json_schema(fmt.json_schema.schema_)
+        except GrammarError as e:
+            raise APIError(400, str(e), param="response_format.json_schema") from None
+
     async def run_choices(host: ModelHost, prompts: list[list[int]], body: SamplingFields, max_tokens: int | None
                           ) -> list[AsyncIterator[TextChunk]]:
-        # fail before streaming starts: settings, prompt length, queue room
+        # fail before streaming starts: settings, grammar, prompt length, queue room
+        grammar = grammar_for(host, body)
         streams = []
         for i, prompt in enumerate(prompts):
             params = sampling(body, max_tokens, i)
@@ -149,7 +165,7 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
             if len(host.engine.waiting) + len(streams) >= host.max_queue:
                 raise APIError(429, "the server is busy: its queue is full; try again shortly",
                                "rate_limit_error", code="queue_full")
-            streams.append(measured(host.name, len(prompt), host.stream(prompt, params, body.stop_list())))
+            streams.append(measured(host.name, len(prompt), host.stream(prompt, params, body.stop_list(), grammar)))
         return streams
 
     def usage(prompt_tokens: int, completion_tokens: int) -> dict:

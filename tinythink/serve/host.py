@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from tinythink.engine.batch import BatchEngine
+from tinythink.engine.constraint import Grammars
 from tinythink.engine.sampling import SamplingParams
 from tinythink.llm import LLM
 from tinythink.text.stream import TextChunk, TextStream
@@ -15,17 +16,20 @@ class ModelHost:
     def __init__(self, name: str, llm: LLM, max_batch: int = 16, max_queue: int = 64, context: int | None = None):
         self.name, self.llm, self.max_queue = name, llm, max_queue
         self.engine = BatchEngine(llm.model, max_batch=max_batch, context=context)
+        self.grammars = Grammars(llm.tokenizer, llm.model.config.vocab_size)
         self.engine.start()
 
     def close(self):
         self.engine.stop()
 
-    async def stream(self, prompt: list[int], params: SamplingParams, stop: list[str]) -> AsyncIterator[TextChunk]:
+    async def stream(self, prompt: list[int], params: SamplingParams, stop: list[str], grammar: str | None = None
+                     ) -> AsyncIterator[TextChunk]:
         """Text chunks of one completion. Leaving the iteration early (a client that went away) cancels it."""
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
+        constraint = self.grammars.constraint(grammar) if grammar else None
         req = self.engine.submit(prompt, params, self.llm.tokenizer.stop_ids,
-                                 listener=lambda: loop.call_soon_threadsafe(wake.set))
+                                 listener=lambda: loop.call_soon_threadsafe(wake.set), constraint=constraint)
         text = TextStream(self.llm.tokenizer, stop)
         try:
             while True:

@@ -35,8 +35,16 @@ class StreamOptions(Strict):
     include_usage: bool = False
 
 
+class JSONSchemaFormat(Strict):
+    name: str
+    schema_: dict = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+    description: str | None = None
+
+
 class ResponseFormat(Strict):
-    type: Literal["text"] = "text"  # json_object / json_schema: not supported yet, so rejected
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    json_schema: JSONSchemaFormat | None = None
 
 
 class SamplingFields(Strict):
