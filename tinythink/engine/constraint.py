@@ -16,6 +16,9 @@ from tinythink.errors import TinythinkError
 from tinythink.text.tokenizer import Tokenizer
 
 
+_BITS = torch.arange(32, dtype=torch.int32)
+
+
 class GrammarError(TinythinkError, ValueError):
     """A schema or grammar that cannot be enforced; the message names the problem."""
 
@@ -59,7 +62,9 @@ class Constraint:
             logits[self.grammars.stop_ids] = 0.0
             return
         llt.fill_next_token_bitmask(self.matcher, self.bitmask, 0)
-        llt.apply_token_bitmask_inplace(logits[None], self.bitmask)
+        # unpack the int32 bitmask ourselves: llguidance's CPU apply_token_bitmask_inplace takes ~7 ms a call
+        allowed = ((self.bitmask[0][:, None] >> _BITS) & 1).bool().flatten()[: logits.numel()]
+        logits.masked_fill_(~allowed, float("-inf"))
 
     def accept(self, token: int):
         self.matcher.consume_token(token)
