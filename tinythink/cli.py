@@ -234,6 +234,12 @@ def cmd_serve(args):
         hosts[name] = ModelHost(name, LLM(loaded), max_batch=args.max_batch, max_queue=args.max_queue,
                                 context=args.context)
     settings = ServerSettings(host=args.host, port=args.port, api_keys=keys)
+    for item in args.thinking_budget:
+        effort, _, value = item.partition("=")
+        if effort not in settings.thinking_budgets or not value.isdigit():
+            raise TinythinkError(f"--thinking-budget takes EFFORT=TOKENS with EFFORT one of "
+                                 f"{', '.join(settings.thinking_budgets)}; got {item!r}")
+        settings.thinking_budgets[effort] = int(value)
     print(f"tinythink serving {', '.join(hosts)} at http://{args.host}:{args.port}/v1 "
           f"(API keys {'required' if keys else 'off'})", file=sys.stderr, flush=True)
     uvicorn.run(create_app(hosts, settings), host=args.host, port=args.port, log_level="warning")
@@ -298,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=16, help="sequences decoded together (default 16)")
     p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 429 (default 64)")
     p.add_argument("--context", type=int, default=2048, help="tokens per sequence (default 2048)")
+    p.add_argument("--thinking-budget", action="append", default=[], metavar="EFFORT=TOKENS",
+                   help="thinking tokens for a reasoning_effort (defaults minimal=0 low=256 medium=1024 high=4096)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
     p.set_defaults(func=cmd_serve)
 

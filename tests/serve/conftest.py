@@ -14,7 +14,7 @@ from tinythink.model.load import load_model
 from tinythink.serve.app import ServerSettings, create_app
 from tinythink.serve.host import ModelHost
 
-from serving import KEY, MODEL
+from serving import BUDGETS, KEY, MODEL
 
 
 def free_port() -> int:
@@ -29,7 +29,7 @@ def server():
     # from a 1-row one, so near-ties can go the other way), which lets the concurrency test check independence
     host = ModelHost(MODEL, LLM(load_model(MODEL, torch.float32)), max_batch=16, max_queue=64, context=1024)
     port = free_port()
-    config = uvicorn.Config(create_app({MODEL: host}, ServerSettings(api_keys=[KEY], max_body_bytes=64 << 10)),
+    config = uvicorn.Config(create_app({MODEL: host}, ServerSettings(api_keys=[KEY], max_body_bytes=64 << 10, thinking_budgets=BUDGETS)),
                             host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)

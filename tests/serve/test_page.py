@@ -80,3 +80,22 @@ def test_phone_width_and_errors_are_shown(browser, server, tmp_path_factory):
     page.dispatch_event("#key", "change")
     expect(page.locator(".message.error").last).to_contain_text("invalid or missing API key")
     page.close()
+
+
+def test_reasoning_is_shown_in_a_collapsible_block(browser, server):
+    url, _ = server
+    page = open_page(browser, url)
+    page.fill("#temperature", "0")
+    page.select_option("#effort", "low")
+    page.fill("#input", "Tom has 3 apples and buys 2 more. How many apples does he have?")
+    page.press("#input", "Enter")
+    expect(page.locator("#send")).to_be_enabled(timeout=60_000)
+    block = page.locator(".message.assistant details.reasoning")
+    expect(block).to_have_count(1)
+    expect(block.locator("div")).not_to_be_visible()  # collapsed until opened
+    block.locator("summary").click()
+    expect(block.locator("div")).to_be_visible()
+    assert block.locator("div").inner_text().strip()
+    answer = page.locator(".message.assistant span").last.inner_text()
+    assert answer.strip() and "</think>" not in answer
+    page.close()

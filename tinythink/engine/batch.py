@@ -31,6 +31,17 @@ _DONE = None  # end-of-stream marker in a request's event queue
 
 
 @dataclass(eq=False)
+class Thinking:
+    """An enforced thinking budget: once `budget` tokens are spent in thought (or the model tries to stop
+    before closing its thought), the engine writes `close_ids` itself and the model goes on to answer."""
+    budget: int
+    close_ids: list[int]
+    is_closed: Callable[[list[int]], bool]  # does this output already close the thought?
+    tokens: int | None = None  # thinking tokens, once the thought is closed
+    forcing: list[int] = field(default_factory=list)
+
+
+@dataclass(eq=False)
 class Request:
     id: int
     prompt: list[int]
@@ -44,6 +55,7 @@ class Request:
     finish_reason: str | None = None  # "stop", "length" or "cancelled"
     events: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     listener: Callable[[], None] | None = None  # called (from the engine's thread) after each new event
+    thinking: Thinking | None = None
 
     @property
     def done(self) -> bool:
@@ -84,10 +96,12 @@ class BatchEngine:
     # ---- the public side, safe from any thread
 
     def submit(self, prompt: list[int], params: SamplingParams, stop_ids=frozenset(),
-               listener: Callable[[], None] | None = None, constraint=None) -> Request:
+               listener: Callable[[], None] | None = None, constraint=None, thinking: Thinking | None = None
+               ) -> Request:
         check_prompt(prompt, self.context)
         req = Request(next(self.ids), list(prompt), params, frozenset(stop_ids),
-                      Sampler(params, prompt, self.model.config.vocab_size, constraint), listener=listener)
+                      Sampler(params, prompt, self.model.config.vocab_size, constraint), listener=listener,
+                      thinking=thinking)
         with self.lock:
             self.waiting.append(req)
         self.wakeup.set()
@@ -181,7 +195,7 @@ class BatchEngine:
         if self.prefix_cache is not None:
             self.prefix_cache.store(req.prompt, req.slot, req.cached_tokens)
         self.decoding[req.slot] = req
-        self._emit(req, req.sampler(logits[0, -1]))
+        self._emit(req, self._next_token(req, logits[0, -1]))
 
     def _decode(self):
         rows = max(self.decoding) + 1
@@ -197,7 +211,24 @@ class BatchEngine:
         logits = self.model(idx, input_pos=pos, slot=0)
         for slot, req in list(self.decoding.items()):
             req.pos += 1
-            self._emit(req, req.sampler(logits[slot, -1]))
+            self._emit(req, self._next_token(req, logits[slot, -1]))
+
+    def _next_token(self, req: Request, logits: torch.Tensor) -> int:
+        t = req.thinking
+        if t is None or t.tokens is not None:
+            return req.sampler(logits)
+        if not t.forcing and len(req.output) >= t.budget:
+            t.forcing = list(t.close_ids)  # the budget is spent: close the thought ourselves
+        if t.forcing:
+            token = t.forcing.pop(0)
+        else:
+            token = req.sampler(logits)
+            if token in req.stop_ids:  # no stopping mid-thought: close it, then the model answers
+                t.forcing = list(t.close_ids)
+                token = t.forcing.pop(0)
+        if not t.forcing and t.is_closed(req.output + [token]):
+            t.tokens = len(req.output) + 1
+        return token
 
     def _emit(self, req: Request, token: int):
         req.output.append(token)

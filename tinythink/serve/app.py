@@ -23,6 +23,7 @@ from tinythink.errors import TinythinkError
 from tinythink.serve.host import ModelHost
 from tinythink.serve.metrics import Metrics
 from tinythink.serve.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+from tinythink.text.reasoning import THINK_OPEN, ReasoningSplitter, with_instruction
 from tinythink.text.stream import TextChunk
 
 FINGERPRINT = f"tinythink-{__version__}"
@@ -35,6 +36,9 @@ class ServerSettings:
     port: int = 8000
     api_keys: list[str] = field(default_factory=list)
     max_body_bytes: int = 1 << 20
+    # thinking tokens allowed per reasoning_effort; enforced by the engine, which closes the thought itself
+    thinking_budgets: dict[str, int] = field(default_factory=lambda: {"minimal": 0, "low": 256, "medium": 1024,
+                                                                       "high": 4096})
 
 
 class APIError(Exception):
@@ -152,10 +156,13 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
         except GrammarError as e:
             raise APIError(400, str(e), param="response_format.json_schema") from None
 
-    async def run_choices(host: ModelHost, prompts: list[list[int]], body: SamplingFields, max_tokens: int | None
-                          ) -> list[AsyncIterator[TextChunk]]:
+    async def run_choices(host: ModelHost, prompts: list[list[int]], body: SamplingFields, max_tokens: int | None,
+                          budget: int | None = None) -> list[AsyncIterator[TextChunk]]:
         # fail before streaming starts: settings, grammar, prompt length, queue room
         grammar = grammar_for(host, body)
+        if grammar and budget:
+            raise APIError(400, "response_format JSON modes cannot be combined with reasoning yet; "
+                                "use reasoning_effort minimal", param="reasoning_effort")
         streams = []
         for i, prompt in enumerate(prompts):
             params = sampling(body, max_tokens, i)
@@ -165,12 +172,17 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
             if len(host.engine.waiting) + len(streams) >= host.max_queue:
                 raise APIError(429, "the server is busy: its queue is full; try again shortly",
                                "rate_limit_error", code="queue_full")
-            streams.append(measured(host.name, len(prompt), host.stream(prompt, params, body.stop_list(), grammar)))
+            thinking = host.thinking(budget) if budget else None
+            streams.append(measured(host.name, len(prompt),
+                                    host.stream(prompt, params, body.stop_list(), grammar, thinking)))
         return streams
 
-    def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens}
+    def usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int | None = None) -> dict:
+        u = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+             "total_tokens": prompt_tokens + completion_tokens}
+        if reasoning_tokens is not None:
+            u["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+        return u
 
     async def measured(model: str, prompt_tokens: int, stream: AsyncIterator[TextChunk]
                        ) -> AsyncIterator[TextChunk]:
@@ -185,13 +197,14 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
             yield chunk
         metrics.latency.labels(model).observe(time.perf_counter() - start)
 
-    async def collect(stream: AsyncIterator[TextChunk]) -> tuple[str, str, int]:
-        text, reason, tokens = [], "length", 0
+    async def collect(stream: AsyncIterator[TextChunk]) -> tuple[str, str, int, int]:
+        text, reason, tokens, reasoning_tokens = [], "length", 0, 0
         async for chunk in stream:
             text.append(chunk.text)
             tokens += len(chunk.token_ids)
             reason = chunk.finish_reason or reason
-        return "".join(text), reason, tokens
+            reasoning_tokens += chunk.reasoning_tokens
+        return "".join(text), reason, tokens, reasoning_tokens
 
     def sse(data: dict | str) -> str:
         return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
@@ -225,39 +238,61 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
         host = host_for(body.model)
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                     for m in body.messages]
+        effort = body.reasoning_effort
+        budget = settings.thinking_budgets[effort] if effort else 0
         try:
-            prompt = host.llm.chat_prompt(messages)
+            if budget:  # our thinking prompt, and the reply starts inside the thought
+                prompt = host.llm.chat_prompt(with_instruction(messages))
+                prompt += host.llm.tokenizer.encode(f"{THINK_OPEN}\n", add_special_tokens=False)
+            else:
+                prompt = host.llm.chat_prompt(messages)
         except TinythinkError as e:
             raise APIError(400, str(e), param="messages") from None
-        streams = await run_choices(host, [prompt] * body.n, body, body.max_completion_tokens or body.max_tokens)
+        streams = await run_choices(host, [prompt] * body.n, body, body.max_completion_tokens or body.max_tokens,
+                                    budget)
         cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": cid, "created": created, "model": body.model, "system_fingerprint": FINGERPRINT}
         if not body.stream:
-            choices, total = [], 0
+            choices, total, thought = [], 0, 0
             for i, s in enumerate(streams):
-                text, reason, tokens = await collect(s)
-                total += tokens
-                choices.append({"index": i, "message": {"role": "assistant", "content": text, "refusal": None},
-                                "logprobs": None, "finish_reason": reason})
+                text, reason, tokens, reasoning_tokens = await collect(s)
+                total, thought = total + tokens, thought + reasoning_tokens
+                message = {"role": "assistant", "content": text, "refusal": None}
+                if budget:
+                    splitter = ReasoningSplitter()
+                    (r1, a1), (r2, a2) = splitter.feed(text), splitter.flush()
+                    message.update(reasoning_content=r1 + r2, content=a1 + a2)
+                choices.append({"index": i, "message": message, "logprobs": None, "finish_reason": reason})
             return {**base, "object": "chat.completion", "choices": choices,
-                    "usage": usage(len(prompt) * body.n, total)}
+                    "usage": usage(len(prompt) * body.n, total, thought if effort else None)}
 
         async def events():
             chunk_base = {**base, "object": "chat.completion.chunk"}
-            total = 0
+            total, thought = 0, 0
+            splitters = [ReasoningSplitter() if budget else None for _ in range(body.n)]
+
+            def delta_event(i, delta):
+                return sse({**chunk_base, "choices": [{"index": i, "delta": delta, "logprobs": None,
+                                                       "finish_reason": None}]})
+
             for i in range(body.n):
-                yield sse({**chunk_base, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
-                                                      "logprobs": None, "finish_reason": None}]})
+                yield delta_event(i, {"role": "assistant", "content": ""})
             async for i, chunk in merged(streams):
-                total += len(chunk.token_ids)
-                if chunk.text:
-                    yield sse({**chunk_base, "choices": [{"index": i, "delta": {"content": chunk.text},
-                                                          "logprobs": None, "finish_reason": None}]})
+                total, thought = total + len(chunk.token_ids), thought + chunk.reasoning_tokens
+                reasoning, answer = ("", chunk.text) if splitters[i] is None else splitters[i].feed(chunk.text)
+                if chunk.finish_reason and splitters[i] is not None:
+                    r, a = splitters[i].flush()
+                    reasoning, answer = reasoning + r, answer + a
+                if reasoning:
+                    yield delta_event(i, {"reasoning_content": reasoning})
+                if answer:
+                    yield delta_event(i, {"content": answer})
                 if chunk.finish_reason:
                     yield sse({**chunk_base, "choices": [{"index": i, "delta": {}, "logprobs": None,
                                                           "finish_reason": chunk.finish_reason}]})
             if body.stream_options and body.stream_options.include_usage:
-                yield sse({**chunk_base, "choices": [], "usage": usage(len(prompt) * body.n, total)})
+                yield sse({**chunk_base, "choices": [],
+                           "usage": usage(len(prompt) * body.n, total, thought if effort else None)})
             yield sse("[DONE]")
 
         return StreamingResponse(events(), media_type="text/event-stream")
@@ -277,7 +312,7 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
         if not body.stream:
             choices, total = [], 0
             for i, s in enumerate(streams):
-                text, reason, tokens = await collect(s)
+                text, reason, tokens, _ = await collect(s)
                 total += tokens
                 choices.append({"index": i, "text": echo[i] + text, "logprobs": None, "finish_reason": reason})
             return {**base, "object": "text_completion", "choices": choices, "usage": usage(prompt_tokens, total)}

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from tinythink.engine.batch import BatchEngine
+from tinythink.engine.batch import BatchEngine, Thinking
 from tinythink.engine.constraint import Grammars
 from tinythink.engine.sampling import SamplingParams
 from tinythink.llm import LLM
+from tinythink.text.reasoning import THINK_CLOSE
 from tinythink.text.stream import TextChunk, TextStream
 
 
@@ -22,14 +23,20 @@ class ModelHost:
     def close(self):
         self.engine.stop()
 
-    async def stream(self, prompt: list[int], params: SamplingParams, stop: list[str], grammar: str | None = None
-                     ) -> AsyncIterator[TextChunk]:
+    def thinking(self, budget: int) -> Thinking:
+        tok = self.llm.tokenizer
+        return Thinking(budget, tok.encode(f"\n{THINK_CLOSE}\n\n", add_special_tokens=False),
+                        lambda out: THINK_CLOSE in tok.decode(out[-12:], skip_special_tokens=False))
+
+    async def stream(self, prompt: list[int], params: SamplingParams, stop: list[str], grammar: str | None = None,
+                     thinking: Thinking | None = None) -> AsyncIterator[TextChunk]:
         """Text chunks of one completion. Leaving the iteration early (a client that went away) cancels it."""
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
         constraint = self.grammars.constraint(grammar) if grammar else None
         req = self.engine.submit(prompt, params, self.llm.tokenizer.stop_ids,
-                                 listener=lambda: loop.call_soon_threadsafe(wake.set), constraint=constraint)
+                                 listener=lambda: loop.call_soon_threadsafe(wake.set), constraint=constraint,
+                                 thinking=thinking)
         text = TextStream(self.llm.tokenizer, stop)
         try:
             while True:
@@ -37,14 +44,14 @@ class ModelHost:
                 wake.clear()
                 while not req.events.empty():
                     token = req.events.get_nowait()
-                    if token is None:  # the engine finished it: max_tokens or the context
-                        if not text.finish_reason:
-                            yield text.finish(req.finish_reason)
-                        return
-                    chunk = text.feed(token)
+                    chunk = text.feed(token) if token is not None else None
+                    if token is None and not text.finish_reason:  # the engine ended it: max_tokens, context
+                        chunk = text.finish(req.finish_reason)
                     if chunk is not None:
+                        if text.finish_reason and thinking is not None:
+                            chunk.reasoning_tokens = thinking.tokens or len(req.output)
                         yield chunk
-                    if text.finish_reason:
+                    if text.finish_reason or token is None:
                         return
         finally:
             self.engine.cancel(req)  # frees the slot at once if it is still running

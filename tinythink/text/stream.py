@@ -68,6 +68,7 @@ class TextChunk:
     text: str  # new text, possibly empty
     token_ids: list[int]  # tokens generated since the last chunk
     finish_reason: str | None = None  # "stop" or "length" on the last chunk
+    reasoning_tokens: int = 0  # on the last chunk: how many generated tokens were thinking
 
 
 class TextStream:

@@ -1,0 +1,53 @@
+"""Thinking before answering: our thinking prompt for models without a native thinking format, and the
+split of a streamed reply into reasoning and answer at the closing tag."""
+
+from __future__ import annotations
+
+from tinythink.text.stream import StopStrings
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+INSTRUCTION = (f"Think step by step before you answer. Write your reasoning between {THINK_OPEN} and {THINK_CLOSE}, "
+               "then write the final answer.")
+
+
+def with_instruction(messages: list[dict]) -> list[dict]:
+    """The conversation with our thinking instruction added to its system message (or as a new one)."""
+    if messages and messages[0]["role"] == "system":
+        return [{**messages[0], "content": f"{messages[0]['content']}\n\n{INSTRUCTION}"}] + messages[1:]
+    return [{"role": "system", "content": INSTRUCTION}] + messages
+
+
+class ReasoningSplitter:
+    """Feeds on reply text (which starts inside the thought); gives back (reasoning, answer) pieces.
+
+    The answer ends where the model opens or closes another thought (small models imitate the tags).
+    """
+
+    def __init__(self):
+        self.thinking, self.pending, self.answer_started = True, "", False
+        self.answer_end = StopStrings([THINK_OPEN, THINK_CLOSE])
+
+    def feed(self, text: str) -> tuple[str, str]:
+        if not self.thinking:
+            return "", self._answer(text)
+        self.pending += text
+        cut = self.pending.find(THINK_CLOSE)
+        if cut >= 0:
+            reasoning, rest = self.pending[:cut], self.pending[cut + len(THINK_CLOSE):]
+            self.thinking, self.pending = False, ""
+            return reasoning, self._answer(rest)
+        hold = max((k for k in range(1, len(THINK_CLOSE)) if self.pending.endswith(THINK_CLOSE[:k])), default=0)
+        reasoning, self.pending = self.pending[:len(self.pending) - hold], self.pending[len(self.pending) - hold:]
+        return reasoning, ""
+
+    def flush(self) -> tuple[str, str]:
+        reasoning, self.pending = self.pending, ""
+        return reasoning, self._answer(self.answer_end.flush(), held=False)
+
+    def _answer(self, text: str, held: bool = True) -> str:
+        if held:
+            text = self.answer_end.feed(text)
+        if not self.answer_started:  # the answer starts at its first non-blank character
+            text = text.lstrip()
+            self.answer_started = bool(text)
+        return text
