@@ -233,7 +233,7 @@ def cmd_serve(args):
         name = ref if ref in KNOWN_MODELS else loaded.name
         hosts[name] = ModelHost(name, LLM(loaded), max_batch=args.max_batch, max_queue=args.max_queue,
                                 context=args.context)
-    settings = ServerSettings(host=args.host, port=args.port, api_keys=keys)
+    settings = ServerSettings(host=args.host, port=args.port, api_keys=keys, cors_origins=args.cors_origin)
     for item in args.thinking_budget:
         effort, _, value = item.partition("=")
         if effort not in settings.thinking_budgets or not value.isdigit():
@@ -304,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=16, help="sequences decoded together (default 16)")
     p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 429 (default 64)")
     p.add_argument("--context", type=int, default=2048, help="tokens per sequence (default 2048)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let web pages from this origin call the API (repeatable; '*' for any; default none)")
     p.add_argument("--thinking-budget", action="append", default=[], metavar="EFFORT=TOKENS",
                    help="thinking tokens for a reasoning_effort (defaults minimal=0 low=256 medium=1024 high=4096)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads")

@@ -163,3 +163,19 @@ def test_metrics(client, server):
     assert values[f'tinythink_batch_size{{model="{MODEL}"}}'] == 0
     assert values[f'tinythink_kv_slots_used_ratio{{model="{MODEL}"}}'] == 0
     assert f'tinythink_queue_depth{{model="{MODEL}"}}' in values
+
+
+def test_cors_is_off_by_default_and_configurable(server):
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    r = httpx.options(server[0] + "/v1/chat/completions", headers=preflight)
+    assert "access-control-allow-origin" not in r.headers
+    from starlette.testclient import TestClient
+
+    from tinythink.serve.app import ServerSettings, create_app
+
+    app = create_app({}, ServerSettings(cors_origins=["https://app.example"]))
+    with TestClient(app) as tc:
+        r = tc.options("/v1/chat/completions", headers=preflight)
+        assert r.headers["access-control-allow-origin"] == "https://app.example"
+        r = tc.options("/v1/chat/completions", headers={**preflight, "Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in r.headers

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -36,6 +37,7 @@ class ServerSettings:
     port: int = 8000
     api_keys: list[str] = field(default_factory=list)
     max_body_bytes: int = 1 << 20
+    cors_origins: list[str] = field(default_factory=list)  # browsers on other origins may call the API: off
     # thinking tokens allowed per reasoning_effort; enforced by the engine, which closes the thought itself
     thinking_budgets: dict[str, int] = field(default_factory=lambda: {"minimal": 0, "low": 256, "medium": 1024,
                                                                        "high": 4096})
@@ -59,6 +61,9 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
                   description="OpenAI-compatible API for small reasoning models on a CPU.")
     app.state.hosts = hosts
     metrics = app.state.metrics = Metrics(hosts)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
 
     @app.exception_handler(APIError)
     async def api_error(_, e: APIError):
