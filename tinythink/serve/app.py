@@ -202,14 +202,16 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
             yield chunk
         metrics.latency.labels(model).observe(time.perf_counter() - start)
 
-    async def collect(stream: AsyncIterator[TextChunk]) -> tuple[str, str, int, int]:
-        text, reason, tokens, reasoning_tokens = [], "length", 0, 0
-        async for chunk in stream:
-            text.append(chunk.text)
-            tokens += len(chunk.token_ids)
-            reason = chunk.finish_reason or reason
-            reasoning_tokens += chunk.reasoning_tokens
-        return "".join(text), reason, tokens, reasoning_tokens
+    async def collect(streams: list[AsyncIterator[TextChunk]]) -> list[tuple[str, str, int, int]]:
+        """Every choice run to its end, all at once (so they share the engine's batch):
+        (text, finish_reason, completion tokens, reasoning tokens) for each."""
+        texts = [[] for _ in streams]
+        results = [["", "length", 0, 0] for _ in streams]
+        async for i, chunk in merged(streams):
+            texts[i].append(chunk.text)
+            r = results[i]
+            r[1], r[2], r[3] = chunk.finish_reason or r[1], r[2] + len(chunk.token_ids), r[3] + chunk.reasoning_tokens
+        return [("".join(t), r[1], r[2], r[3]) for t, r in zip(texts, results)]
 
     def sse(data: dict | str) -> str:
         return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
@@ -259,8 +261,7 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
         base = {"id": cid, "created": created, "model": body.model, "system_fingerprint": FINGERPRINT}
         if not body.stream:
             choices, total, thought = [], 0, 0
-            for i, s in enumerate(streams):
-                text, reason, tokens, reasoning_tokens = await collect(s)
+            for i, (text, reason, tokens, reasoning_tokens) in enumerate(await collect(streams)):
                 total, thought = total + tokens, thought + reasoning_tokens
                 message = {"role": "assistant", "content": text, "refusal": None}
                 if budget:
@@ -316,8 +317,7 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
         prompt_tokens = sum(len(p) for p in prompts)
         if not body.stream:
             choices, total = [], 0
-            for i, s in enumerate(streams):
-                text, reason, tokens, _ = await collect(s)
+            for i, (text, reason, tokens, _) in enumerate(await collect(streams)):
                 total += tokens
                 choices.append({"index": i, "text": echo[i] + text, "logprobs": None, "finish_reason": reason})
             return {**base, "object": "text_completion", "choices": choices, "usage": usage(prompt_tokens, total)}
