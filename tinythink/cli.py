@@ -240,8 +240,9 @@ def cmd_serve(args):
             raise TinythinkError(f"--thinking-budget takes EFFORT=TOKENS with EFFORT one of "
                                  f"{', '.join(settings.thinking_budgets)}; got {item!r}")
         settings.thinking_budgets[effort] = int(value)
-    print(f"tinythink serving {', '.join(hosts)} at http://{args.host}:{args.port}/v1 "
-          f"(API keys {'required' if keys else 'off'})", file=sys.stderr, flush=True)
+    print(f"tinythink serving {', '.join(hosts)}: API at http://{args.host}:{args.port}/v1, "
+          f"chat page at http://{args.host}:{args.port}/ (API keys {'required' if keys else 'off'})",
+          file=sys.stderr, flush=True)
     uvicorn.run(create_app(hosts, settings), host=args.host, port=args.port, log_level="warning")
 
 
