@@ -179,3 +179,27 @@ def test_cors_is_off_by_default_and_configurable(server):
         assert r.headers["access-control-allow-origin"] == "https://app.example"
         r = tc.options("/v1/chat/completions", headers={**preflight, "Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in r.headers
+
+
+def test_logprobs_are_the_models_own(client, server):
+    import torch
+
+    r = client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0, logprobs=True, top_logprobs=3)
+    content = r.choices[0].logprobs.content
+    assert len(content) == r.usage.completion_tokens
+    assert b"".join(bytes(e.bytes) for e in content).decode() == r.choices[0].message.content
+    for e in content:  # greedy: the chosen token is the most likely one
+        assert len(e.top_logprobs) == 3 and e.top_logprobs[0].token == e.token
+        assert e.logprob == pytest.approx(e.top_logprobs[0].logprob) and e.logprob <= 0
+        assert [t.logprob for t in e.top_logprobs] == sorted((t.logprob for t in e.top_logprobs), reverse=True)
+    llm = server[1].llm
+    prompt = torch.tensor([llm.chat_prompt(FRANCE)])
+    with torch.inference_mode():
+        expected = torch.log_softmax(llm.model(prompt)[0, -1], dim=-1)  # a plain forward pass, no cache
+    assert content[0].logprob == pytest.approx(expected.max().item(), abs=1e-4)
+    streamed = [e for c in client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0, stream=True,
+                                                          logprobs=True, top_logprobs=3)
+                if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in content]
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=FRANCE, top_logprobs=2)

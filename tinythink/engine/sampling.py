@@ -31,6 +31,7 @@ class SamplingParams:
     presence_penalty: float = 0.0  # OpenAI-style, over output tokens: minus penalty once present
     logit_bias: dict[int, float] = field(default_factory=dict)
     seed: int | None = None
+    logprobs: int | None = None  # record each chosen token's log-probability and this many alternatives
 
     def __post_init__(self):
         checks = [
@@ -43,6 +44,7 @@ class SamplingParams:
             (-2.0 <= self.frequency_penalty <= 2.0, "frequency_penalty must be between -2 and 2"),
             (-2.0 <= self.presence_penalty <= 2.0, "presence_penalty must be between -2 and 2"),
             (all(-100 <= b <= 100 for b in self.logit_bias.values()), "logit_bias values must be between -100 and 100"),
+            (self.logprobs is None or 0 <= self.logprobs <= 20, "top_logprobs must be between 0 and 20"),
         ]
         for ok, message in checks:
             if not ok:
@@ -59,6 +61,8 @@ class Sampler:
     def __init__(self, params: SamplingParams, prompt: list[int], vocab_size: int, constraint=None):
         self.p = params
         self.constraint = constraint  # a grammar (engine.constraint.Constraint) the output must follow
+        # with params.logprobs: (token, its log-probability, [(alternative, log-probability), ...]) per token
+        self.logprobs: list[tuple[int, float, list[tuple[int, float]]]] = []
         self.generator = torch.Generator().manual_seed(params.seed if params.seed is not None
                                                        else random.getrandbits(63))
         self.seen = torch.zeros(vocab_size, dtype=torch.bool)  # prompt + output, for repetition_penalty
@@ -75,9 +79,16 @@ class Sampler:
     def __call__(self, logits: Tensor) -> int:
         """logits (vocab,) float32 -> the next token id; records it."""
         logits = self.adjust(logits)
+        # log-probabilities of the model's distribution (after penalties and bias; before temperature,
+        # filtering and any grammar), as OpenAI reports them
+        logp = torch.log_softmax(logits, dim=-1) if self.p.logprobs is not None else None
         if self.constraint is not None:
             self.constraint.mask(logits)
         token = int(self.sample(logits))
+        if logp is not None:
+            top = torch.topk(logp, self.p.logprobs) if self.p.logprobs else None
+            alternatives = list(zip(top.indices.tolist(), top.values.tolist())) if top is not None else []
+            self.logprobs.append((token, float(logp[token]), alternatives))
         if self.constraint is not None:
             self.constraint.accept(token)
         self.seen[token] = True

@@ -43,6 +43,23 @@ class ServerSettings:
                                                                        "high": 4096})
 
 
+@dataclass
+class Choice:
+    """One choice's whole output, gathered from its chunks."""
+    text: str = ""
+    finish_reason: str = "length"
+    tokens: int = 0
+    reasoning_tokens: int = 0
+    logprobs: list = field(default_factory=list)
+
+    def add(self, chunk: TextChunk):
+        self.text += chunk.text
+        self.finish_reason = chunk.finish_reason or self.finish_reason
+        self.tokens += len(chunk.token_ids)
+        self.reasoning_tokens += chunk.reasoning_tokens
+        self.logprobs += chunk.logprobs or []
+
+
 class APIError(Exception):
     def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
                  code: str | None = None):
@@ -140,10 +157,14 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
             if not key.lstrip("-").isdigit():
                 raise APIError(400, f"logit_bias keys must be token ids, got {key!r}", param="logit_bias")
             bias[int(key)] = value
+        logprobs = getattr(body, "logprobs", False)
+        if getattr(body, "top_logprobs", None) is not None and not logprobs:
+            raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
         try:
             return SamplingParams(max_tokens=max_tokens or 512, temperature=body.temperature, top_p=body.top_p,
                                   presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
-                                  logit_bias=bias, seed=None if body.seed is None else body.seed + seed_offset)
+                                  logit_bias=bias, seed=None if body.seed is None else body.seed + seed_offset,
+                                  logprobs=(body.top_logprobs or 0) if logprobs else None)
         except TinythinkError as e:
             raise APIError(400, str(e)) from None
 
@@ -168,6 +189,9 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
         if grammar and budget:
             raise APIError(400, "response_format JSON modes cannot be combined with reasoning yet; "
                                 "use reasoning_effort minimal", param="reasoning_effort")
+        if getattr(body, "logprobs", False) and budget:
+            raise APIError(400, "logprobs cannot be combined with reasoning yet; use reasoning_effort minimal",
+                           param="logprobs")
         streams = []
         for i, prompt in enumerate(prompts):
             params = sampling(body, max_tokens, i)
@@ -202,16 +226,21 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
             yield chunk
         metrics.latency.labels(model).observe(time.perf_counter() - start)
 
-    async def collect(streams: list[AsyncIterator[TextChunk]]) -> list[tuple[str, str, int, int]]:
-        """Every choice run to its end, all at once (so they share the engine's batch):
-        (text, finish_reason, completion tokens, reasoning tokens) for each."""
-        texts = [[] for _ in streams]
-        results = [["", "length", 0, 0] for _ in streams]
+    async def collect(streams: list[AsyncIterator[TextChunk]]) -> list[Choice]:
+        """Every choice run to its end, all at once (so they share the engine's batch)."""
+        choices = [Choice() for _ in streams]
         async for i, chunk in merged(streams):
-            texts[i].append(chunk.text)
-            r = results[i]
-            r[1], r[2], r[3] = chunk.finish_reason or r[1], r[2] + len(chunk.token_ids), r[3] + chunk.reasoning_tokens
-        return [("".join(t), r[1], r[2], r[3]) for t, r in zip(texts, results)]
+            choices[i].add(chunk)
+        return choices
+
+    def logprob_content(host: ModelHost, entries: list) -> list[dict]:
+        tok = host.llm.tokenizer
+
+        def item(token: int, logprob: float) -> dict:
+            raw = tok.token_bytes(token)
+            return {"token": raw.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(raw)}
+
+        return [{**item(t, lp), "top_logprobs": [item(a, alp) for a, alp in alts]} for t, lp, alts in entries]
 
     def sse(data: dict | str) -> str:
         return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
@@ -261,14 +290,15 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
         base = {"id": cid, "created": created, "model": body.model, "system_fingerprint": FINGERPRINT}
         if not body.stream:
             choices, total, thought = [], 0, 0
-            for i, (text, reason, tokens, reasoning_tokens) in enumerate(await collect(streams)):
-                total, thought = total + tokens, thought + reasoning_tokens
-                message = {"role": "assistant", "content": text, "refusal": None}
+            for i, c in enumerate(await collect(streams)):
+                total, thought = total + c.tokens, thought + c.reasoning_tokens
+                message = {"role": "assistant", "content": c.text, "refusal": None}
                 if budget:
                     splitter = ReasoningSplitter()
-                    (r1, a1), (r2, a2) = splitter.feed(text), splitter.flush()
+                    (r1, a1), (r2, a2) = splitter.feed(c.text), splitter.flush()
                     message.update(reasoning_content=r1 + r2, content=a1 + a2)
-                choices.append({"index": i, "message": message, "logprobs": None, "finish_reason": reason})
+                logprobs = {"content": logprob_content(host, c.logprobs)} if body.logprobs else None
+                choices.append({"index": i, "message": message, "logprobs": logprobs, "finish_reason": c.finish_reason})
             return {**base, "object": "chat.completion", "choices": choices,
                     "usage": usage(len(prompt) * body.n, total, thought if effort else None)}
 
@@ -277,8 +307,8 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
             total, thought = 0, 0
             splitters = [ReasoningSplitter() if budget else None for _ in range(body.n)]
 
-            def delta_event(i, delta):
-                return sse({**chunk_base, "choices": [{"index": i, "delta": delta, "logprobs": None,
+            def delta_event(i, delta, logprobs=None):
+                return sse({**chunk_base, "choices": [{"index": i, "delta": delta, "logprobs": logprobs,
                                                        "finish_reason": None}]})
 
             for i in range(body.n):
@@ -291,8 +321,9 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
                     reasoning, answer = reasoning + r, answer + a
                 if reasoning:
                     yield delta_event(i, {"reasoning_content": reasoning})
-                if answer:
-                    yield delta_event(i, {"content": answer})
+                if answer or chunk.logprobs:
+                    logprobs = {"content": logprob_content(host, chunk.logprobs)} if body.logprobs else None
+                    yield delta_event(i, {"content": answer}, logprobs)
                 if chunk.finish_reason:
                     yield sse({**chunk_base, "choices": [{"index": i, "delta": {}, "logprobs": None,
                                                           "finish_reason": chunk.finish_reason}]})
@@ -317,9 +348,9 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
         prompt_tokens = sum(len(p) for p in prompts)
         if not body.stream:
             choices, total = [], 0
-            for i, (text, reason, tokens, _) in enumerate(await collect(streams)):
-                total += tokens
-                choices.append({"index": i, "text": echo[i] + text, "logprobs": None, "finish_reason": reason})
+            for i, c in enumerate(await collect(streams)):
+                total += c.tokens
+                choices.append({"index": i, "text": echo[i] + c.text, "logprobs": None, "finish_reason": c.finish_reason})
             return {**base, "object": "text_completion", "choices": choices, "usage": usage(prompt_tokens, total)}
 
         async def events():

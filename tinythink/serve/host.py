@@ -38,16 +38,23 @@ class ModelHost:
                                  listener=lambda: loop.call_soon_threadsafe(wake.set), constraint=constraint,
                                  thinking=thinking)
         text = TextStream(self.llm.tokenizer, stop)
+        consumed, pending_logprobs = 0, []  # the sampler's entries for tokens not yet in a chunk
         try:
             while True:
                 await wake.wait()
                 wake.clear()
                 while not req.events.empty():
                     token = req.events.get_nowait()
+                    if token is not None and params.logprobs is not None:
+                        if token not in text.stop_ids:  # stop tokens are never shown, so never reported
+                            pending_logprobs.append(req.sampler.logprobs[consumed])
+                        consumed += 1
                     chunk = text.feed(token) if token is not None else None
                     if token is None and not text.finish_reason:  # the engine ended it: max_tokens, context
                         chunk = text.finish(req.finish_reason)
                     if chunk is not None:
+                        if params.logprobs is not None:
+                            chunk.logprobs, pending_logprobs = pending_logprobs, []
                         if text.finish_reason and thinking is not None:
                             chunk.reasoning_tokens = thinking.tokens or len(req.output)
                         yield chunk

@@ -69,6 +69,7 @@ class TextChunk:
     token_ids: list[int]  # tokens generated since the last chunk
     finish_reason: str | None = None  # "stop" or "length" on the last chunk
     reasoning_tokens: int = 0  # on the last chunk: how many generated tokens were thinking
+    logprobs: list | None = None  # when asked for: the sampler's (token, logprob, alternatives) for token_ids
 
 
 class TextStream:

@@ -55,6 +55,7 @@ class Tokenizer:
     stop_ids: frozenset[int] = field(default_factory=frozenset)  # ids that end generation
     chat_template: str | None = None
     add_bos: bool = False
+    _byte_of: dict[str, int] | None = field(default=None, repr=False)
 
     @property
     def vocab_size(self) -> int:
@@ -68,6 +69,15 @@ class Tokenizer:
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         return self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def token_bytes(self, token: int) -> bytes:
+        """The exact bytes of one token (a byte-level token may hold part of a UTF-8 character)."""
+        if self._byte_of is None:
+            self._byte_of = {c: b for b, c in _bytes_to_unicode().items()}
+        piece = self.backend.id_to_token(token) or ""
+        if all(c in self._byte_of for c in piece) and isinstance(self.backend.decoder, decoders.ByteLevel):
+            return bytes(self._byte_of[c] for c in piece)
+        return self.decode([token], skip_special_tokens=False).encode()
 
     # ---- building
 
