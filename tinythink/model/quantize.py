@@ -14,7 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tinythink.errors import TinythinkError
+
 BITS = (8, 4)
+
+
+class QuantizationError(TinythinkError, ValueError):
+    """Settings a model cannot be quantized with (bits, or a group size that does not fit)."""
 
 
 class Int8Linear(nn.Module):
@@ -124,13 +130,13 @@ def _replace(model: nn.Module, name: str, module: nn.Module):
 
 def _quantize_weight(weight: Tensor, bias: Tensor | None, bits: int, group_size: int) -> nn.Module:
     if bits == 4 and weight.shape[1] % group_size:
-        raise ValueError(f"group size {group_size} does not divide {weight.shape[1]} inputs")
+        raise QuantizationError(f"group size {group_size} does not divide {weight.shape[1]} inputs")
     return Int8Linear.from_weight(weight, bias) if bits == 8 else Int4Linear.from_weight(weight, bias, group_size)
 
 
 def _check_bits(bits: int):
     if bits not in BITS:
-        raise ValueError(f"bits must be one of {BITS}")
+        raise QuantizationError(f"bits must be one of {BITS}")
 
 
 def quantize_model(model: nn.Module, bits: int, group_size: int = 32) -> nn.Module:
