@@ -39,15 +39,21 @@ def _model_args(p: argparse.ArgumentParser, positional: bool = False):
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, the physical cores)")
 
 
+def _set_threads(threads: int | None):
+    import torch
+
+    if threads is not None:
+        if threads < 1:
+            raise TinythinkError("--threads must be at least 1")
+        torch.set_num_threads(threads)
+
+
 def _load_model(args):
     import torch
 
     from tinythink.model.load import load_model
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise TinythinkError("--threads must be at least 1")
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     return load_model(args.model, getattr(torch, args.dtype), quantize=args.quantize)
 
 
@@ -197,14 +203,11 @@ def cmd_export(args):
 
 
 def cmd_quantize(args):
-    out = Path(args.out)
-    _check_out(out, args.force)
-    import torch
-
     from tinythink.model.load import load_model
 
-    if args.threads is not None:
-        torch.set_num_threads(max(1, args.threads))
+    out = Path(args.out)
+    _check_out(out, args.force)
+    _set_threads(args.threads)
     m = load_model(args.model, quantize=args.bits, group_size=args.group_size)
     m.save_hf(out)
     size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
@@ -224,22 +227,20 @@ def cmd_serve(args):
     from tinythink.serve.app import ServerSettings, create_app
     from tinythink.serve.host import ModelHost
 
-    if args.threads is not None:
-        torch.set_num_threads(max(1, args.threads))
     keys = list(args.api_key) + [k for k in os.environ.get("TINYTHINK_API_KEYS", "").split(",") if k]
-    hosts = {}
-    for ref in args.model or [DEFAULT_MODEL]:
-        loaded = load_model(ref, getattr(torch, args.dtype), quantize=args.quantize)
-        name = ref if ref in KNOWN_MODELS else loaded.name
-        hosts[name] = ModelHost(name, LLM(loaded), max_batch=args.max_batch, max_queue=args.max_queue,
-                                context=args.context)
     settings = ServerSettings(host=args.host, port=args.port, api_keys=keys, cors_origins=args.cors_origin)
-    for item in args.thinking_budget:
+    for item in args.thinking_budget:  # settings first: a typo is reported before minutes of loading
         effort, _, value = item.partition("=")
         if effort not in settings.thinking_budgets or not value.isdigit():
             raise TinythinkError(f"--thinking-budget takes EFFORT=TOKENS with EFFORT one of "
                                  f"{', '.join(settings.thinking_budgets)}; got {item!r}")
         settings.thinking_budgets[effort] = int(value)
+    _set_threads(args.threads)
+    hosts = {}
+    for ref in args.model or [DEFAULT_MODEL]:
+        loaded = load_model(ref, getattr(torch, args.dtype), quantize=args.quantize)
+        hosts[loaded.name] = ModelHost(loaded.name, LLM(loaded), max_batch=args.max_batch,
+                                       max_queue=args.max_queue, context=args.context)
     print(f"tinythink serving {', '.join(hosts)}: API at http://{args.host}:{args.port}/v1, "
           f"chat page at http://{args.host}:{args.port}/ (API keys {'required' if keys else 'off'})",
           file=sys.stderr, flush=True)
