@@ -72,7 +72,7 @@ def test_phone_width_and_errors_are_shown(browser, server, tmp_path_factory):
     page.fill("#input", "Hello!")
     page.press("#input", "Enter")
     expect(page.locator(".message.assistant")).not_to_be_empty(timeout=60_000)
-    expect(page.locator("#send")).to_be_enabled()
+    expect(page.locator("#send")).to_be_enabled(timeout=120_000)  # the reply may run to 512 tokens
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing overflows sideways
     page.screenshot(path=str(tmp_path_factory.mktemp("screens") / "phone.png"))
     # a wrong API key: the person is told why, in the page
@@ -89,7 +89,7 @@ def test_reasoning_is_shown_in_a_collapsible_block(browser, server):
     page.select_option("#effort", "low")
     page.fill("#input", "Tom has 3 apples and buys 2 more. How many apples does he have?")
     page.press("#input", "Enter")
-    expect(page.locator("#send")).to_be_enabled(timeout=60_000)
+    expect(page.locator("#send")).to_be_enabled(timeout=120_000)
     block = page.locator(".message.assistant details.reasoning")
     expect(block).to_have_count(1)
     expect(block.locator("div")).not_to_be_visible()  # collapsed until opened

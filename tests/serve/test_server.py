@@ -61,6 +61,39 @@ def test_completions_with_prompt_list_and_echo(client):
     assert r.choices[1].text.startswith("One, two,")
 
 
+def test_completions_score_prompts_for_evaluation_harnesses(client, server):
+    import torch
+
+    text = "The capital of France is Paris. The capital of Italy is Rome. " * 25  # over one prefill chunk
+    r = client.completions.create(model=MODEL, prompt=text, max_tokens=0, echo=True, logprobs=2)
+    lp = r.choices[0].logprobs
+    assert r.choices[0].text == text and "".join(lp.tokens) == text
+    assert len(lp.tokens) == r.usage.prompt_tokens > 256 and r.usage.completion_tokens == 0
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert lp.text_offset == [len("".join(lp.tokens[:i])) for i in range(len(lp.tokens))]
+    llm = server[1].llm
+    ids = llm.tokenizer.encode(text)
+    with torch.inference_mode():
+        expected = torch.log_softmax(llm.model(torch.tensor([ids]))[0], dim=-1)  # a plain forward pass
+    assert lp.token_logprobs[1:] == pytest.approx([expected[i, t].item() for i, t in enumerate(ids[1:])], abs=1e-4)
+    for i, top in enumerate(lp.top_logprobs[1:]):
+        assert len(top) == 2 and max(top.values()) == pytest.approx(expected[i].max().item(), abs=1e-4)
+    # token ids as the prompt (its prefix is cached now, yet every token is scored again), then generation
+    kw = dict(model=MODEL, prompt=ids, max_tokens=5, echo=True, logprobs=1, temperature=0)
+    whole = client.completions.create(**kw).choices[0]
+    assert whole.text.startswith(text) and whole.logprobs.tokens[:len(ids)] == lp.tokens
+    assert whole.logprobs.token_logprobs[1:len(ids)] == pytest.approx(lp.token_logprobs[1:], abs=1e-4)
+    assert len(whole.logprobs.tokens) == len(ids) + 5 and "".join(whole.logprobs.tokens) == whole.text
+    chunks = [c.choices[0] for c in client.completions.create(stream=True, **kw) if c.choices]
+    assert "".join(c.text for c in chunks) == whole.text
+    assert [t for c in chunks if c.logprobs for t in c.logprobs.tokens] == whole.logprobs.tokens
+    assert [o for c in chunks if c.logprobs for o in c.logprobs.text_offset] == whole.logprobs.text_offset
+    for bad, param in ((dict(max_tokens=0), "max_tokens"), (dict(prompt=[1, 10 ** 6]), "prompt")):
+        with pytest.raises(openai.BadRequestError) as e:
+            client.completions.create(**{"model": MODEL, "prompt": "Hi", **bad})
+        assert e.value.body["param"] == param
+
+
 def test_models(client):
     assert [m.id for m in client.models.list().data] == [MODEL]
     assert client.models.retrieve(MODEL).id == MODEL
@@ -78,9 +111,8 @@ def test_bad_requests_get_openai_errors(client, server):
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model=MODEL, messages=[])
     with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(model=MODEL, messages=FRANCE, tools=[
-            {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])
-    assert e.value.body["param"] == "tools"  # not supported yet: refused, never silently ignored
+        client.chat.completions.create(model=MODEL, messages=FRANCE, max_tokens=0)
+    assert e.value.body["param"] == "max_tokens"
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "word " * 1100}])
     assert e.value.body["code"] == "context_length_exceeded"

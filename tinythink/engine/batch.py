@@ -24,7 +24,7 @@ import torch
 
 from tinythink.engine.generate import check_prompt
 from tinythink.engine.prefix_cache import PrefixCache
-from tinythink.engine.sampling import Sampler, SamplingParams
+from tinythink.engine.sampling import Sampler, SamplingParams, token_logprobs
 from tinythink.model.transformer import Transformer
 
 _DONE = None  # end-of-stream marker in a request's event queue
@@ -56,6 +56,7 @@ class Request:
     events: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     listener: Callable[[], None] | None = None  # called (from the engine's thread) after each new event
     thinking: Thinking | None = None
+    prompt_logprobs: list = field(default_factory=list)  # with params.prompt_logprobs: entries for prompt[1:]
 
     @property
     def done(self) -> bool:
@@ -179,7 +180,7 @@ class BatchEngine:
         while self.waiting and self.free:
             req = self.waiting.popleft()
             req.slot = heapq.heappop(self.free)
-            if self.prefix_cache is not None:
+            if self.prefix_cache is not None and req.params.prompt_logprobs is None:  # scoring needs every logit
                 req.pos = req.cached_tokens = self.prefix_cache.lookup(req.prompt, req.slot)
             self.prefilling.append(req)
 
@@ -187,13 +188,20 @@ class BatchEngine:
         # chunks end on prefix-cache block boundaries, so a cached prefix and a computed one are bit-identical
         end = min(len(req.prompt), req.pos + self.prefill_chunk - req.pos % self.prefill_chunk)
         chunk = torch.tensor(req.prompt[req.pos:end])[None]
-        logits = self.model(chunk, input_pos=torch.arange(req.pos, end)[None], slot=req.slot, last_only=True)
+        scoring = req.params.prompt_logprobs is not None
+        logits = self.model(chunk, input_pos=torch.arange(req.pos, end)[None], slot=req.slot, last_only=not scoring)
+        if scoring:  # each position's logits score the prompt token after it
+            targets = torch.tensor(req.prompt[req.pos + 1:end + 1])
+            req.prompt_logprobs += token_logprobs(logits[0, :len(targets)], targets, req.params.prompt_logprobs)
         req.pos = end
         if end < len(req.prompt):
             return
         self.prefilling.popleft()
         if self.prefix_cache is not None:
             self.prefix_cache.store(req.prompt, req.slot, req.cached_tokens)
+        if req.params.max_tokens == 0:  # scored, nothing to generate
+            self._finish(req, "length")
+            return
         self.decoding[req.slot] = req
         self._emit(req, self._next_token(req, logits[0, -1]))
 
@@ -222,7 +230,7 @@ class BatchEngine:
         if t.forcing:
             token = t.forcing.pop(0)
         else:
-            token = req.sampler(logits)
+            token = req.sampler(logits, constrained=False)  # a grammar applies to the answer, not the thought
             if token in req.stop_ids:  # no stopping mid-thought: close it, then the model answers
                 t.forcing = list(t.close_ids)
                 token = t.forcing.pop(0)

@@ -16,6 +16,12 @@ from tinythink.errors import TinythinkError
 from tinythink.text.tokenizer import Tokenizer
 
 
+def compact(schema: dict) -> dict:
+    """The schema with JSON written as `{"a": 1, "b": [2, 3]}`: no free whitespace, which small models
+    otherwise spend tokens on (and can loop in) until max_tokens."""
+    return {**schema, "x-guidance": {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}}
+
+
 _BITS = torch.arange(32, dtype=torch.int32)
 
 
@@ -32,16 +38,20 @@ class Grammars:
 
     def json_schema(self, schema: dict) -> str:
         try:
-            grammar = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(schema))
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(compact(schema)))
         except ValueError as e:
             raise GrammarError(f"invalid JSON schema: {e}") from None
+        return self._checked(grammar, "JSON schema")
+
+    def lark(self, source: str) -> str:
+        """A grammar in llguidance's Lark dialect, which may embed JSON schemas (`%json {...}`)."""
+        return self._checked(llguidance.LLMatcher.grammar_from_lark(source), "grammar")
+
+    def _checked(self, grammar: str, what: str) -> str:
         problem = llguidance.LLMatcher.validate_grammar(grammar, self.ll)
         if problem and not problem.startswith("WARNING"):
-            raise GrammarError(f"unsupported JSON schema: {problem}")
+            raise GrammarError(f"unsupported {what}: {problem}")
         return grammar
-
-    def json_object(self) -> str:
-        return self.json_schema({"type": "object"})
 
     def constraint(self, grammar: str) -> Constraint:
         return Constraint(self, grammar)

@@ -32,10 +32,12 @@ class SamplingParams:
     logit_bias: dict[int, float] = field(default_factory=dict)
     seed: int | None = None
     logprobs: int | None = None  # record each chosen token's log-probability and this many alternatives
+    prompt_logprobs: int | None = None  # also score the prompt's tokens (alternatives as above)
 
     def __post_init__(self):
         checks = [
-            (self.max_tokens >= 1, "max_tokens must be at least 1"),
+            (self.max_tokens >= 1 or (self.max_tokens == 0 and self.prompt_logprobs is not None),
+             "max_tokens must be at least 1 (0 only to score a prompt)"),
             (0.0 <= self.temperature <= 2.0, "temperature must be between 0 and 2"),
             (self.top_k >= 0, "top_k must be 0 (off) or positive"),
             (0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]"),
@@ -44,7 +46,8 @@ class SamplingParams:
             (-2.0 <= self.frequency_penalty <= 2.0, "frequency_penalty must be between -2 and 2"),
             (-2.0 <= self.presence_penalty <= 2.0, "presence_penalty must be between -2 and 2"),
             (all(-100 <= b <= 100 for b in self.logit_bias.values()), "logit_bias values must be between -100 and 100"),
-            (self.logprobs is None or 0 <= self.logprobs <= 20, "top_logprobs must be between 0 and 20"),
+            (all(k is None or 0 <= k <= 20 for k in (self.logprobs, self.prompt_logprobs)),
+             "top_logprobs must be between 0 and 20"),
         ]
         for ok, message in checks:
             if not ok:
@@ -53,6 +56,18 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+
+def token_logprobs(logits: Tensor, targets: Tensor, top: int) -> list[tuple[int, float, list[tuple[int, float]]]]:
+    """logits (T, vocab) and the tokens that followed, targets (T,) -> the sampler's logprob entries for them,
+    with `top` alternatives each (the model's own distribution: no penalties apply to a prompt)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    chosen = logp.gather(-1, targets[:, None])[:, 0].tolist()
+    if not top:
+        return [(t, lp, []) for t, lp in zip(targets.tolist(), chosen)]
+    values, indices = torch.topk(logp, top)
+    return [(t, lp, list(zip(i, v))) for t, lp, i, v in zip(targets.tolist(), chosen, indices.tolist(),
+                                                            values.tolist())]
 
 
 class Sampler:
@@ -76,21 +91,23 @@ class Sampler:
         else:
             self.bias = None
 
-    def __call__(self, logits: Tensor) -> int:
-        """logits (vocab,) float32 -> the next token id; records it."""
+    def __call__(self, logits: Tensor, constrained: bool = True) -> int:
+        """logits (vocab,) float32 -> the next token id; records it. `constrained=False` samples outside the
+        grammar (a thought before a constrained answer), which then starts at the next constrained call."""
+        constraint = self.constraint if constrained else None
         logits = self.adjust(logits)
         # log-probabilities of the model's distribution (after penalties and bias; before temperature,
         # filtering and any grammar), as OpenAI reports them
         logp = torch.log_softmax(logits, dim=-1) if self.p.logprobs is not None else None
-        if self.constraint is not None:
-            self.constraint.mask(logits)
+        if constraint is not None:
+            constraint.mask(logits)
         token = int(self.sample(logits))
         if logp is not None:
             top = torch.topk(logp, self.p.logprobs) if self.p.logprobs else None
             alternatives = list(zip(top.indices.tolist(), top.values.tolist())) if top is not None else []
             self.logprobs.append((token, float(logp[token]), alternatives))
-        if self.constraint is not None:
-            self.constraint.accept(token)
+        if constraint is not None:
+            constraint.accept(token)
         self.seen[token] = True
         self.counts[token] += 1
         return token

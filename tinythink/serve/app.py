@@ -23,7 +23,8 @@ from tinythink.engine.sampling import SamplingParams
 from tinythink.errors import TinythinkError
 from tinythink.serve.host import ModelHost
 from tinythink.serve.metrics import Metrics
-from tinythink.serve.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+from tinythink.serve import tools
+from tinythink.serve.protocol import ChatCompletionRequest, CompletionRequest, NamedToolChoice, SamplingFields
 from tinythink.text.reasoning import THINK_OPEN, ReasoningSplitter, with_instruction
 from tinythink.text.stream import TextChunk
 
@@ -51,8 +52,11 @@ class Choice:
     tokens: int = 0
     reasoning_tokens: int = 0
     logprobs: list = field(default_factory=list)
+    prompt_logprobs: list | None = None
 
     def add(self, chunk: TextChunk):
+        if chunk.prompt_logprobs is not None:
+            self.prompt_logprobs = chunk.prompt_logprobs
         self.text += chunk.text
         self.finish_reason = chunk.finish_reason or self.finish_reason
         self.tokens += len(chunk.token_ids)
@@ -157,38 +161,76 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
             if not key.lstrip("-").isdigit():
                 raise APIError(400, f"logit_bias keys must be token ids, got {key!r}", param="logit_bias")
             bias[int(key)] = value
-        logprobs = getattr(body, "logprobs", False)
-        if getattr(body, "top_logprobs", None) is not None and not logprobs:
-            raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+        if isinstance(body, CompletionRequest):  # logprobs: how many alternatives; echo scores the prompt too
+            logprobs = body.logprobs
+            prompt_logprobs = (logprobs or 0) if body.echo and (logprobs is not None or max_tokens == 0) else None
+        else:
+            if body.top_logprobs is not None and not body.logprobs:
+                raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+            logprobs, prompt_logprobs = (body.top_logprobs or 0) if body.logprobs else None, None
         try:
-            return SamplingParams(max_tokens=max_tokens or 512, temperature=body.temperature, top_p=body.top_p,
-                                  presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
-                                  logit_bias=bias, seed=None if body.seed is None else body.seed + seed_offset,
-                                  logprobs=(body.top_logprobs or 0) if logprobs else None)
+            return SamplingParams(max_tokens=512 if max_tokens is None else max_tokens, temperature=body.temperature,
+                                  top_p=body.top_p, presence_penalty=body.presence_penalty,
+                                  frequency_penalty=body.frequency_penalty, logit_bias=bias,
+                                  seed=None if body.seed is None else body.seed + seed_offset,
+                                  logprobs=logprobs, prompt_logprobs=prompt_logprobs)
         except TinythinkError as e:
             raise APIError(400, str(e)) from None
 
-    def grammar_for(host: ModelHost, body: SamplingFields) -> str | None:
-        fmt = getattr(body, "response_format", None)
+    def response_schema(body: ChatCompletionRequest) -> dict | None:
+        """The JSON schema that response_format asks the answer to follow, if any."""
+        fmt = body.response_format
         if fmt is None or fmt.type == "text":
             return None
-        try:
-            if fmt.type == "json_object":
-                return host.grammars.json_object()
-            if fmt.json_schema is None:
-                raise APIError(400, "response_format.json_schema is required with type json_schema",
-                               param="response_format.json_schema")
-            return host.grammars.json_schema(fmt.json_schema.schema_)
-        except GrammarError as e:
-            raise APIError(400, str(e), param="response_format.json_schema") from None
+        if fmt.type == "json_object":
+            return {"type": "object"}
+        if fmt.json_schema is None:
+            raise APIError(400, "response_format.json_schema is required with type json_schema",
+                           param="response_format.json_schema")
+        return fmt.json_schema.schema_
+
+    def offered_tools(body: ChatCompletionRequest) -> tuple[list[dict], bool, bool]:
+        """The functions the reply may call, whether it must call one, and whether it may call several."""
+        if body.tool_choice is not None and not body.tools:
+            raise APIError(400, "tool_choice needs tools", param="tool_choice")
+        choice = body.tool_choice or ("auto" if body.tools else "none")
+        if choice == "none":
+            return [], False, False
+        functions = [t.function.model_dump(exclude_none=True) for t in body.tools]
+        if isinstance(choice, NamedToolChoice):
+            functions = [f for f in functions if f["name"] == choice.function.name]
+            if not functions:
+                raise APIError(400, f"tool_choice names the function {choice.function.name!r}, which is not "
+                                    "among tools", param="tool_choice")
+            return functions, True, False
+        return functions, choice == "required", body.parallel_tool_calls
+
+    def chat_messages(body: ChatCompletionRequest) -> list[dict]:
+        messages = []
+        for i, m in enumerate(body.messages):
+            message = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            if m.role == "tool":
+                if not m.tool_call_id:
+                    raise APIError(400, f"messages.{i}.tool_call_id: a tool message needs the id of the call it "
+                                        "answers", param=f"messages.{i}.tool_call_id")
+                message["tool_call_id"] = m.tool_call_id
+            if m.tool_calls:
+                if m.role != "assistant":
+                    raise APIError(400, f"messages.{i}.tool_calls: only assistant messages make tool calls",
+                                   param=f"messages.{i}.tool_calls")
+                for call in m.tool_calls:
+                    try:
+                        json.loads(call.function.arguments)
+                    except json.JSONDecodeError:
+                        raise APIError(400, f"messages.{i}.tool_calls: the arguments of {call.id!r} are not "
+                                            "valid JSON", param=f"messages.{i}.tool_calls") from None
+                message["tool_calls"] = [c.model_dump() for c in m.tool_calls]
+            messages.append(message)
+        return messages
 
     async def run_choices(host: ModelHost, prompts: list[list[int]], body: SamplingFields, max_tokens: int | None,
-                          budget: int | None = None) -> list[AsyncIterator[TextChunk]]:
-        # fail before streaming starts: settings, grammar, prompt length, queue room
-        grammar = grammar_for(host, body)
-        if grammar and budget:
-            raise APIError(400, "response_format JSON modes cannot be combined with reasoning yet; "
-                                "use reasoning_effort minimal", param="reasoning_effort")
+                          budget: int | None = None, grammar: str | None = None) -> list[AsyncIterator[TextChunk]]:
+        # fail before streaming starts: settings, prompt length, queue room
         if getattr(body, "logprobs", False) and budget:
             raise APIError(400, "logprobs cannot be combined with reasoning yet; use reasoning_effort minimal",
                            param="logprobs")
@@ -272,33 +314,48 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest):
         host = host_for(body.model)
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                    for m in body.messages]
+        functions, must_call, parallel = offered_tools(body)
+        template_knows_tools = tools.native(host.llm.template.source)
+        messages = tools.prompt_messages(chat_messages(body), functions, template_knows_tools)
         effort = body.reasoning_effort
         budget = settings.thinking_budgets[effort] if effort else 0
         try:
+            kwargs = {"tools": [{"type": "function", "function": f} for f in functions]} \
+                if functions and template_knows_tools else {}
             if budget:  # our thinking prompt, and the reply starts inside the thought
-                prompt = host.llm.chat_prompt(with_instruction(messages))
+                prompt = host.llm.chat_prompt(with_instruction(messages), **kwargs)
                 prompt += host.llm.tokenizer.encode(f"{THINK_OPEN}\n", add_special_tokens=False)
             else:
-                prompt = host.llm.chat_prompt(messages)
+                prompt = host.llm.chat_prompt(messages, **kwargs)
         except TinythinkError as e:
             raise APIError(400, str(e), param="messages") from None
+        schema, grammar = response_schema(body), None
+        try:
+            if functions:
+                grammar = host.grammars.lark(tools.grammar(functions, must_call, parallel, schema))
+            elif schema is not None:
+                grammar = host.grammars.json_schema(schema)
+        except GrammarError as e:
+            raise APIError(400, str(e), param="tools" if functions else "response_format.json_schema") from None
         streams = await run_choices(host, [prompt] * body.n, body, body.max_completion_tokens or body.max_tokens,
-                                    budget)
+                                    budget, grammar)
         cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": cid, "created": created, "model": body.model, "system_fingerprint": FINGERPRINT}
         if not body.stream:
             choices, total, thought = [], 0, 0
             for i, c in enumerate(await collect(streams)):
                 total, thought = total + c.tokens, thought + c.reasoning_tokens
-                message = {"role": "assistant", "content": c.text, "refusal": None}
+                message, answer, finish = {"role": "assistant"}, c.text, c.finish_reason
                 if budget:
                     splitter = ReasoningSplitter()
                     (r1, a1), (r2, a2) = splitter.feed(c.text), splitter.flush()
-                    message.update(reasoning_content=r1 + r2, content=a1 + a2)
+                    message["reasoning_content"], answer = r1 + r2, a1 + a2
+                calls = tools.parse_calls(answer) if functions else None
+                message.update(content=None if calls else answer, refusal=None)
+                if calls:
+                    message["tool_calls"], finish = [call.openai() for call in calls], "tool_calls"
                 logprobs = {"content": logprob_content(host, c.logprobs)} if body.logprobs else None
-                choices.append({"index": i, "message": message, "logprobs": logprobs, "finish_reason": c.finish_reason})
+                choices.append({"index": i, "message": message, "logprobs": logprobs, "finish_reason": finish})
             return {**base, "object": "chat.completion", "choices": choices,
                     "usage": usage(len(prompt) * body.n, total, thought if effort else None)}
 
@@ -306,10 +363,11 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
             chunk_base = {**base, "object": "chat.completion.chunk"}
             total, thought = 0, 0
             splitters = [ReasoningSplitter() if budget else None for _ in range(body.n)]
+            held = [tools.CallBuffer() if functions else None for _ in range(body.n)]
 
-            def delta_event(i, delta, logprobs=None):
+            def delta_event(i, delta, logprobs=None, finish_reason=None):
                 return sse({**chunk_base, "choices": [{"index": i, "delta": delta, "logprobs": logprobs,
-                                                       "finish_reason": None}]})
+                                                       "finish_reason": finish_reason}]})
 
             for i in range(body.n):
                 yield delta_event(i, {"role": "assistant", "content": ""})
@@ -319,14 +377,23 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
                 if chunk.finish_reason and splitters[i] is not None:
                     r, a = splitters[i].flush()
                     reasoning, answer = reasoning + r, answer + a
+                if held[i] is not None:
+                    answer = held[i].feed(answer)
                 if reasoning:
                     yield delta_event(i, {"reasoning_content": reasoning})
                 if answer or chunk.logprobs:
                     logprobs = {"content": logprob_content(host, chunk.logprobs)} if body.logprobs else None
                     yield delta_event(i, {"content": answer}, logprobs)
                 if chunk.finish_reason:
-                    yield sse({**chunk_base, "choices": [{"index": i, "delta": {}, "logprobs": None,
-                                                          "finish_reason": chunk.finish_reason}]})
+                    finish, calls = chunk.finish_reason, None
+                    if held[i] is not None:
+                        calls, rest = held[i].finish()
+                        if calls:
+                            finish = "tool_calls"
+                            yield delta_event(i, {"tool_calls": [c.openai(k) for k, c in enumerate(calls)]})
+                        elif rest:
+                            yield delta_event(i, {"content": rest})
+                    yield delta_event(i, {}, finish_reason=finish)
             if body.stream_options and body.stream_options.include_usage:
                 yield sse({**chunk_base, "choices": [],
                            "usage": usage(len(prompt) * body.n, total, thought if effort else None)})
@@ -334,36 +401,86 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    def legacy_logprobs(host: ModelHost, entries: list, offset: int) -> dict:
+        """The completions API's logprobs object for (token, logprob, alternatives) entries whose text starts
+        at character `offset` of the choice's text; a logprob of None is the prompt's unscored first token."""
+        tok = host.llm.tokenizer
+
+        def text(token: int) -> str:
+            return tok.token_bytes(token).decode("utf-8", errors="replace")
+
+        out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        for token, logprob, alts in entries:
+            out["tokens"].append(text(token))
+            out["token_logprobs"].append(logprob)
+            out["top_logprobs"].append(None if logprob is None else {text(a): lp for a, lp in alts})
+            out["text_offset"].append(offset)
+            offset += len(out["tokens"][-1])
+        return out
+
+    def completion_prompts(host: ModelHost, body: CompletionRequest) -> list[list[int]]:
+        prompt, vocab = body.prompt, host.llm.model.config.vocab_size
+        if isinstance(prompt, str) or isinstance(prompt[0], str):
+            prompts = [host.llm.tokenizer.encode(t) for t in ([prompt] if isinstance(prompt, str) else prompt)]
+        else:
+            prompts = [prompt] if isinstance(prompt[0], int) else prompt
+            if any(not 0 <= t < vocab for p in prompts for t in p):
+                raise APIError(400, f"prompt token ids must be in [0, {vocab})", param="prompt")
+        if any(not p for p in prompts):
+            raise APIError(400, "the prompt is empty", param="prompt")
+        if body.max_tokens == 0 and not body.echo:
+            raise APIError(400, "max_tokens 0 generates nothing: it needs echo: true (to score the prompt)",
+                           param="max_tokens")
+        return prompts
+
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest):
         host = host_for(body.model)
-        texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-        prompts = [host.llm.tokenizer.encode(t) for t in texts for _ in range(body.n)]
-        if any(not p for p in prompts):
-            raise APIError(400, "the prompt is empty", param="prompt")
+        distinct = completion_prompts(host, body)
+        prompts = [p for p in distinct for _ in range(body.n)]
         streams = await run_choices(host, prompts, body, body.max_tokens)
         cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": cid, "created": created, "model": body.model, "system_fingerprint": FINGERPRINT}
-        echo = [texts[i // body.n] if body.echo else "" for i in range(len(prompts))]
         prompt_tokens = sum(len(p) for p in prompts)
+
+        def echoed(i: int, prompt_logprobs: list | None) -> tuple[str, dict | None]:
+            """The prompt as choice i's text starts (echo), and its logprobs when asked for."""
+            text = host.llm.tokenizer.decode(prompts[i]) if body.echo else ""
+            if prompt_logprobs is None:
+                return text, None
+            entries = [(prompts[i][0], None, None), *prompt_logprobs]
+            return text, legacy_logprobs(host, entries, 0)
+
         if not body.stream:
             choices, total = [], 0
             for i, c in enumerate(await collect(streams)):
                 total += c.tokens
-                choices.append({"index": i, "text": echo[i] + c.text, "logprobs": None, "finish_reason": c.finish_reason})
+                text, logprobs = echoed(i, c.prompt_logprobs)
+                if body.logprobs is not None:
+                    generated = legacy_logprobs(host, c.logprobs, len(text))
+                    logprobs = generated if logprobs is None else {k: logprobs[k] + generated[k] for k in logprobs}
+                choices.append({"index": i, "text": text + c.text, "logprobs": logprobs,
+                                "finish_reason": c.finish_reason})
             return {**base, "object": "text_completion", "choices": choices, "usage": usage(prompt_tokens, total)}
 
         async def events():
             chunk_base = {**base, "object": "text_completion"}
-            total = 0
-            for i, e in enumerate(echo):
-                if e:
-                    yield sse({**chunk_base, "choices": [{"index": i, "text": e, "logprobs": None,
-                                                          "finish_reason": None}]})
+            total, offsets = 0, [None] * len(prompts)  # offsets: characters of each choice's text sent so far
+
+            def event(i, text, logprobs, finish_reason=None):
+                return sse({**chunk_base, "choices": [{"index": i, "text": text, "logprobs": logprobs,
+                                                      "finish_reason": finish_reason}]})
+
             async for i, chunk in merged(streams):
+                if offsets[i] is None:  # the first chunk: prefill is done, the prompt is scored
+                    text, logprobs = echoed(i, chunk.prompt_logprobs)
+                    if text:
+                        yield event(i, text, logprobs)
+                    offsets[i] = len(text)
                 total += len(chunk.token_ids)
-                yield sse({**chunk_base, "choices": [{"index": i, "text": chunk.text, "logprobs": None,
-                                                      "finish_reason": chunk.finish_reason}]})
+                logprobs = legacy_logprobs(host, chunk.logprobs, offsets[i]) if body.logprobs is not None else None
+                offsets[i] += len(chunk.text)
+                yield event(i, chunk.text, logprobs, chunk.finish_reason)
             if body.stream_options and body.stream_options.include_usage:
                 yield sse({**chunk_base, "choices": [], "usage": usage(prompt_tokens, total)})
             yield sse("[DONE]")

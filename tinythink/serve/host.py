@@ -38,7 +38,7 @@ class ModelHost:
                                  listener=lambda: loop.call_soon_threadsafe(wake.set), constraint=constraint,
                                  thinking=thinking)
         text = TextStream(self.llm.tokenizer, stop)
-        consumed, pending_logprobs = 0, []  # the sampler's entries for tokens not yet in a chunk
+        consumed, pending_logprobs, scored = 0, [], False  # the sampler's entries for tokens not yet in a chunk
         try:
             while True:
                 await wake.wait()
@@ -53,6 +53,8 @@ class ModelHost:
                     if token is None and not text.finish_reason:  # the engine ended it: max_tokens, context
                         chunk = text.finish(req.finish_reason)
                     if chunk is not None:
+                        if params.prompt_logprobs is not None and not scored:
+                            chunk.prompt_logprobs, scored = req.prompt_logprobs, True
                         if params.logprobs is not None:
                             chunk.logprobs, pending_logprobs = pending_logprobs, []
                         if text.finish_reason and thinking is not None:

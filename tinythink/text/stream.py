@@ -70,6 +70,7 @@ class TextChunk:
     finish_reason: str | None = None  # "stop" or "length" on the last chunk
     reasoning_tokens: int = 0  # on the last chunk: how many generated tokens were thinking
     logprobs: list | None = None  # when asked for: the sampler's (token, logprob, alternatives) for token_ids
+    prompt_logprobs: list | None = None  # when asked for, on the first chunk: the same for the prompt's tokens
 
 
 class TextStream:
