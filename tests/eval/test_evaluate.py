@@ -1,0 +1,84 @@
+"""`tinythink eval` end to end on the real default model: a model against itself retains exactly 1.0, and the
+same suite through a live server's endpoint gives the same replies as the model run here."""
+
+import json
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tinythink.eval.evaluate import Target, evaluate
+from tinythink.eval.run import free_port
+
+MODEL = "smollm2-135m"
+# one task of each kind that downloads little: a classification, a generated math task, multiple choice
+# (by letter and by log-likelihood), a safety set
+TASKS = "sentiment,basic_arithmetic,arc_easy,harmbench"
+LIMIT = 6
+
+
+@pytest.fixture(scope="module")
+def self_eval(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    # float32: batched decoding then equals unbatched exactly, so a model and itself agree to the last token
+    done = subprocess.run([sys.executable, "-m", "tinythink.cli", "eval", MODEL, "--reference", MODEL, "--suite",
+                           TASKS, "--limit", str(LIMIT), "--dtype", "float32", "--concurrency", "4", "--out",
+                           str(out)], capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, json.loads((out / "results.json").read_text()), done
+
+
+def test_a_model_against_itself_retains_everything(self_eval):
+    out, results, done = self_eval
+    assert set(results["tasks"]) == set(TASKS.split(","))
+    for name, task in results["tasks"].items():
+        assert task["model"]["n"] == task["reference"]["n"] == LIMIT
+        assert task["model"]["score"] == task["reference"]["score"]
+        assert task["retention"]["value"] == 1.0 and task["retention"]["ci"] == [1.0, 1.0], name
+        assert 0 <= task["model"]["ci"][0] <= task["model"]["score"] <= task["model"]["ci"][1] <= 1
+    assert results["aggregates"]["light"]["retention"]["value"] == 1.0
+    assert "loglik" in results["tasks"]["arc_easy"]["model"]  # scored by log-likelihood as well, locally
+    assert "macro_f1" in results["tasks"]["sentiment"]["model"]
+
+
+def test_outputs_are_complete(self_eval):
+    out, results, done = self_eval
+    model = results["models"]["model"]
+    assert len(model["sha256"]) == 64 and model["parameters"] > 100e6 and model["peak_rss_bytes"] > 100e6
+    assert results["packages"]["torch"] and results["settings"]["generated_task_seed"] == 2_000_000
+    speed = results["tasks"]["basic_arithmetic"]["model"]["speed"]
+    assert speed["completion_tokens"] > 0 and speed["completion_tokens_per_s"] > 0 and speed["ttft_p50_s"] > 0
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 2 * 4 * LIMIT and all("reply" in s and "score" in s for s in samples)
+    report = (out / "report.md").read_text()
+    assert "| arc_easy | reasoning | accuracy |" in report and "retention" in report and "peak RSS" in report
+    for chart in ("scores.png", "tradeoff.png"):
+        assert (out / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "tinythink eval" in done.stdout  # the report is printed too
+
+
+def test_an_endpoint_is_scored_like_the_model_run_here(self_eval, tmp_path):
+    _, local, _ = self_eval
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tinythink.cli", "serve", "--port", str(port), "--dtype",
+                               "float32", "--api-key", "k"], stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        target = Target(MODEL, endpoint=f"http://127.0.0.1:{port}/v1", api_key="k")
+        remote = evaluate(target, None, "sentiment,basic_arithmetic", LIMIT, None, tmp_path, concurrency=4)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    for name in ("sentiment", "basic_arithmetic"):
+        replies = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()
+                   if json.loads(line)["task"] == name]
+        assert remote["tasks"][name]["model"]["score"] == local["tasks"][name]["model"]["score"]
+        assert len(replies) == LIMIT and all(r["error"] is None for r in replies)
+    assert remote["models"]["model"]["endpoint"].endswith("/v1")

@@ -1,0 +1,60 @@
+"""Scores, intervals, retention, and the fixed dev/test split."""
+
+import math
+
+import pytest
+
+from tinythink.eval import score
+from tinythink.eval.tasks import TASKS, in_split, suite
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_data():
+    small, large = [1, 0, 1, 1, 0] * 4, [1, 0, 1, 1, 0] * 80
+    lo_s, hi_s = score.bootstrap(len(small), lambda i: score.mean([small[k] for k in i]))
+    lo_l, hi_l = score.bootstrap(len(large), lambda i: score.mean([large[k] for k in i]))
+    assert lo_s < 0.6 < hi_s and lo_l < 0.6 < hi_l
+    assert hi_l - lo_l < (hi_s - lo_s) / 2
+    assert score.bootstrap(0, lambda i: 0.0) != score.bootstrap(0, lambda i: 0.0)  # (nan, nan): never equal
+
+
+def test_macro_f1_counts_unparseable_against_the_gold_label():
+    gold = ["pos", "pos", "neg", "neg"]
+    assert score.macro_f1(["pos", "pos", "neg", "neg"], gold) == 1.0
+    # pos: tp 1, fn 1 -> 2/3; neg: tp 2, fp 0 -> 1... with one pos unparseable
+    assert score.macro_f1(["pos", None, "neg", "neg"], gold) == pytest.approx((2 / 3 + 1) / 2)
+    assert score.macro_f1(["neg"] * 4, gold) == pytest.approx((0 + 2 / 3) / 2)
+
+
+def test_retention():
+    same = score.retention([1, 0, 1, 1], [1, 0, 1, 1])
+    assert same["value"] == 1.0 and same["ci"] == [1.0, 1.0]
+    half = score.retention([1, 0, 0, 0] * 10, [1, 1, 0, 0] * 10)
+    assert half["value"] == 0.5 and half["ci"][0] < 0.5 < half["ci"][1]
+    group = score.aggregate_retention([([1, 1], [1, 1]), ([0.5, 0.5], [1.0, 1.0])])
+    assert group["value"] == pytest.approx(0.75)
+    assert math.isnan(score.aggregate_retention([])["value"])
+
+
+def test_split_is_fixed_and_about_a_quarter_dev():
+    assert [in_split("gsm8k", str(i)) for i in range(8)] == [in_split("gsm8k", str(i)) for i in range(8)]
+    splits = [in_split("sentiment", f"tweets-{i}") for i in range(4000)]
+    assert 0.22 < splits.count("dev") / len(splits) < 0.28
+    # the same id may fall differently in another task: the rule hashes both
+    assert any(in_split("a", str(i)) != in_split("b", str(i)) for i in range(50))
+
+
+def test_generated_tasks_use_other_examples_for_dev_and_test():
+    task = TASKS["basic_arithmetic"]
+    dev, test = task.examples("dev", 20), task.examples("test", 20)
+    assert [e.id for e in test] == [e.id for e in task.examples("test", 20)]
+    assert {e.messages[0]["content"] for e in dev}.isdisjoint(e.messages[0]["content"] for e in test)
+    right = test[0]
+    assert task.score(right, f"Let me compute.\nThe answer is {right.entry['answer']}.")[0] == 1.0
+    assert task.score(right, "The answer is banana.") == (0.0, None)
+
+
+def test_suites():
+    assert {t.suite for t in suite("all")} == {"light", "reasoning", "safety"}
+    assert [t.name for t in suite("sentiment,gsm8k,sentiment")] == ["sentiment", "gsm8k"]
+    with pytest.raises(ValueError, match="unknown suite or task 'nope'"):
+        suite("light,nope")

@@ -1,0 +1,104 @@
+"""`tinythink eval`: a suite run against a model (and a reference), scored, compared and written out."""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from tinythink.eval import report, score as scoring
+from tinythink.eval.run import Endpoint, local_endpoint, run_task
+from tinythink.eval.tasks import SEEDS, SUITE_VERSION, Task, suite
+
+
+@dataclass
+class Target:
+    """What to evaluate: a model run here, or a model behind an OpenAI-compatible endpoint."""
+    model: str
+    endpoint: str | None = None  # base URL, e.g. http://127.0.0.1:8080/v1
+    api_key: str | None = None
+    dtype: str = "bfloat16"
+    quantize: int | None = None
+
+    @contextmanager
+    def open(self, effort: str | None, concurrency: int):
+        if self.endpoint:
+            yield Endpoint(self.endpoint, self.model, self.api_key, concurrency, effort), {
+                "name": self.model, "endpoint": self.endpoint}
+        else:
+            with local_endpoint(self.model, self.dtype, self.quantize, concurrency, effort=effort) as opened:
+                yield opened
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in ("tinythink", "torch", "reasoning-gym", "rouge-score", "openai", "llguidance"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def run_suite(target: Target, tasks: list[Task], examples: dict, effort: str | None, concurrency: int) -> tuple:
+    with target.open(effort, concurrency) as (endpoint, info):
+        # scoring options by log-likelihood needs our tokenizer and a server that scores prompts: local only
+        loglik = endpoint.tokenizer is not None
+        results = {t.name: run_task(endpoint, t, examples[t.name], loglik) for t in tasks}
+    return results, info
+
+
+def evaluate(model: Target, reference: Target | None, suite_name: str, limit: int | None, effort: str | None,
+             out: Path, concurrency: int = 16, command: str = "") -> dict:
+    tasks = suite(suite_name)
+    examples = {t.name: t.examples("test", limit) for t in tasks}
+    print(f"evaluating {model.model} on {len(tasks)} tasks, {sum(map(len, examples.values()))} examples"
+          + (f"; then {reference.model} on the same" if reference else ""), file=sys.stderr, flush=True)
+    scored, model_info = run_suite(model, tasks, examples, effort, concurrency)
+    results = {"suite_version": SUITE_VERSION, "command": command,
+               "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+               "machine": machine(), "packages": versions(),
+               "settings": {"suite": suite_name, "limit": limit, "effort": effort, "split": "test",
+                            "generated_task_seed": SEEDS["test"], "bootstrap": {"draws": scoring.DRAWS,
+                                                                                 "seed": scoring.SEED},
+                            "temperature": 0, "concurrency": concurrency},
+               "models": {"model": model_info}, "tasks": {name: {"model": r} for name, r in scored.items()}}
+    if reference is not None:
+        ref_scored, ref_info = run_suite(reference, tasks, examples, effort, concurrency)
+        results["models"]["reference"] = ref_info
+        groups: dict[str, list] = {}
+        for name, r in ref_scored.items():
+            entry = results["tasks"][name]
+            entry["reference"] = r
+            m = [row["score"] for row in entry["model"]["rows"]]
+            ref = [row["score"] for row in r["rows"]]
+            entry["retention"] = scoring.retention(m, ref)
+            if "loglik" in r:
+                entry["loglik_retention"] = scoring.retention([row["loglik_score"] for row in entry["model"]["rows"]],
+                                                              [row["loglik_score"] for row in r["rows"]])
+            groups.setdefault(r["suite"], []).append((m, ref))
+        results["aggregates"] = {
+            s: {"model": scoring.mean([scoring.mean(m) for m, _ in pairs]),
+                "reference": scoring.mean([scoring.mean(r) for _, r in pairs]),
+                "retention": scoring.aggregate_retention(pairs)}
+            for s, pairs in groups.items() if s in ("light", "reasoning")}
+    report.write(out, results)
+    return results

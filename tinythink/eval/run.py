@@ -1,0 +1,214 @@
+"""Running a suite against a model: any OpenAI-compatible endpoint, or a local model served in-process by
+tinythink's own server on a free localhost port. One code path for both, so a local model, a llama.cpp or
+Ollama server and a hosted model are measured the same way; requests go out concurrently, so a batching
+server batches them (tinythink's engine decodes them together).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tinythink.eval import score as scoring
+from tinythink.eval.tasks import Example, Task
+
+
+@dataclass
+class Reply:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    ttft: float | None  # seconds to the first streamed text
+    seconds: float
+    error: str | None = None  # the endpoint refused the request (e.g. a prompt over its context)
+
+
+class Endpoint:
+    """An OpenAI-compatible server: chat replies (streamed, to time the first token) and, where the server
+    scores prompts (tinythink's does), log-likelihoods of options given token ids."""
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, concurrency: int = 16,
+                 effort: str | None = None, tokenizer=None):
+        import openai
+
+        self.client = openai.OpenAI(base_url=base_url, api_key=api_key or "none", max_retries=2, timeout=600)
+        self.model, self.concurrency, self.effort, self.tokenizer = model, concurrency, effort, tokenizer
+
+    def chat(self, messages: list[dict], max_tokens: int) -> Reply:
+        import openai
+
+        start, first, text, usage = time.perf_counter(), None, "", None
+        extra = {"reasoning_effort": self.effort} if self.effort else {}
+        try:
+            stream = self.client.chat.completions.create(
+                model=self.model, messages=messages, max_completion_tokens=max_tokens, temperature=0, stream=True,
+                stream_options={"include_usage": True}, **extra)
+            for chunk in stream:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                if chunk.choices and chunk.choices[0].delta.content:
+                    first = first or time.perf_counter()
+                    text += chunk.choices[0].delta.content
+        except openai.APIStatusError as e:
+            return Reply("", 0, 0, None, time.perf_counter() - start, error=f"{e.status_code}: {e.message}")
+        seconds = time.perf_counter() - start
+        return Reply(text, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0,
+                     first - start if first else None, seconds)
+
+    def logliks(self, options: list[tuple[str, str]]) -> list[tuple[float, int]]:
+        """(log-likelihood, characters) of each continuation given its context."""
+        prompts, starts = [], []
+        for context, continuation in options:
+            ctx = self.tokenizer.encode(context)
+            prompts.append(ctx + self.tokenizer.encode(continuation, add_special_tokens=False))
+            starts.append(len(ctx))
+        r = self.client.completions.create(model=self.model, prompt=prompts, max_tokens=0, echo=True, logprobs=0)
+        return [(sum(c.logprobs.token_logprobs[s:]), len(cont))
+                for c, s, (_, cont) in zip(sorted(r.choices, key=lambda c: c.index), starts, options)]
+
+
+def progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="ex", file=sys.stderr, dynamic_ncols=True, leave=True)
+
+
+def run_task(endpoint: Endpoint, task: Task, examples: list[Example], loglik: bool) -> dict:
+    """Every example's reply and score, then the task's scores with intervals and its speed."""
+    bar = progress(len(examples), f"{endpoint.model} · {task.name}")
+    lock = threading.Lock()
+
+    def one(example: Example) -> dict:
+        reply = endpoint.chat(example.messages, task.max_tokens)
+        value, answer = task.score(example, reply.text) if reply.error is None else (0.0, None)
+        row = {"id": example.id, "reply": reply.text, "answer": answer, "score": value, "error": reply.error,
+               "prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
+               "ttft": reply.ttft, "seconds": reply.seconds}
+        if task.kind in ("answer", "choice", "label"):
+            row["gold"] = example.gold
+        if loglik and example.options:
+            scores = [ll / max(chars, 1) for ll, chars in endpoint.logliks(example.options)]
+            row["loglik_pick"] = max(range(len(scores)), key=scores.__getitem__)
+            row["loglik_score"] = float(row["loglik_pick"] == example.gold)
+        with lock:
+            bar.update()
+        return row
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(endpoint.concurrency) as pool:
+        rows = list(pool.map(one, examples))
+    wall = time.perf_counter() - start
+    bar.close()
+    return summarize(task, rows, wall)
+
+
+def summarize(task: Task, rows: list[dict], wall: float) -> dict:
+    values = [r["score"] for r in rows]
+    result = {"kind": task.kind, "suite": task.suite, "n": len(rows), "score": scoring.mean(values),
+              "ci": list(scoring.bootstrap(len(values), lambda i: scoring.mean([values[k] for k in i]))),
+              "unparseable": sum(r["answer"] is None and r["error"] is None for r in rows),
+              "errors": sum(r["error"] is not None for r in rows)}
+    if task.kind == "label":
+        gold, predicted = [r["gold"] for r in rows], [r["answer"] for r in rows]
+        result["macro_f1"] = scoring.macro_f1(predicted, gold)
+        result["macro_f1_ci"] = list(scoring.bootstrap(
+            len(rows), lambda i: scoring.macro_f1([predicted[k] for k in i], [gold[k] for k in i])))
+    if task.kind == "compliance":
+        result["false_refusal_rate"] = 1 - result["score"]
+    if rows and "loglik_score" in rows[0]:
+        ll = [r["loglik_score"] for r in rows]
+        result["loglik"] = scoring.mean(ll)
+        result["loglik_ci"] = list(scoring.bootstrap(len(ll), lambda i: scoring.mean([ll[k] for k in i])))
+    completion = sum(r["completion_tokens"] for r in rows)
+    ttfts = sorted(r["ttft"] for r in rows if r["ttft"] is not None)
+    result["speed"] = {"prompt_tokens": sum(r["prompt_tokens"] for r in rows), "completion_tokens": completion,
+                       "wall_s": wall, "completion_tokens_per_s": completion / wall if wall else None,
+                       "ttft_p50_s": ttfts[len(ttfts) // 2] if ttfts else None,
+                       "latency_p50_s": sorted(r["seconds"] for r in rows)[len(rows) // 2] if rows else None}
+    result["rows"] = rows
+    return result
+
+
+# ---- a local model, served in-process
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def reset_peak_rss():
+    """Linux lets a process reset its peak RSS (VmHWM), so each model's peak is its own."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_bytes() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
+        if f.is_file():
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()
+
+
+@contextmanager
+def local_endpoint(ref: str, dtype: str = "bfloat16", quantize: int | None = None, max_batch: int = 16,
+                   context: int = 2048, effort: str | None = None):
+    """A model loaded here and served on a free localhost port; yields (Endpoint, facts about the model)."""
+    import torch
+    import uvicorn
+
+    from tinythink.llm import LLM
+    from tinythink.model.load import load_model
+    from tinythink.serve.app import ServerSettings, create_app
+    from tinythink.serve.host import ModelHost
+
+    reset_peak_rss()
+    loaded = load_model(ref, getattr(torch, dtype), quantize=quantize)
+    name = loaded.name + (f"-int{quantize}" if quantize else "")
+    model = loaded.model
+    info = {"name": name, "source": str(loaded.path), "sha256": file_sha256(loaded.path), "format": loaded.format,
+            "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "quantize": quantize,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "weight_bytes": sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]),
+            "file_bytes": loaded.file_bytes, "threads": torch.get_num_threads(), "max_batch": max_batch}
+    host = ModelHost(name, LLM(loaded), max_batch=max_batch, max_queue=1 << 16, context=context)  # after: KV
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app({name: host}, ServerSettings()), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        endpoint = Endpoint(f"http://127.0.0.1:{port}/v1", name, concurrency=max_batch, effort=effort,
+                            tokenizer=loaded.tokenizer)
+        endpoint.chat([{"role": "user", "content": "Hello"}], 4)  # warm-up: first-call costs are not the model's
+        yield endpoint, info
+        info["peak_rss_bytes"] = peak_rss_bytes()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        host.close()
+        model.clear_caches()

