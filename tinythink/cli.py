@@ -223,7 +223,7 @@ def cmd_serve(args):
     import uvicorn
 
     from tinythink.llm import LLM
-    from tinythink.model.load import load_model
+    from tinythink.model.load import fastest_dtype, load_model
     from tinythink.serve.app import ServerSettings, create_app
     from tinythink.serve.host import ModelHost
 
@@ -238,7 +238,8 @@ def cmd_serve(args):
     _set_threads(args.threads)
     hosts = {}
     for ref in args.model or [DEFAULT_MODEL]:
-        loaded = load_model(ref, getattr(torch, args.dtype), quantize=args.quantize)
+        dtype = fastest_dtype() if args.dtype == "auto" else getattr(torch, args.dtype)
+        loaded = load_model(ref, dtype, quantize=args.quantize)
         hosts[loaded.name] = ModelHost(loaded.name, LLM(loaded), max_batch=args.max_batch,
                                        max_queue=args.max_queue, context=args.context)
     print(f"tinythink serving {', '.join(hosts)}: API at http://{args.host}:{args.port}/v1, "
@@ -329,7 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", action="append", default=[],
                    help="require this bearer key (repeatable; also TINYTHINK_API_KEYS, comma-separated)")
-    p.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="weight and activation dtype")
+    p.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
+                   help="weight and activation dtype (default auto: bfloat16 on CPUs with native bfloat16, "
+                        "else float32)")
     p.add_argument("--quantize", type=int, choices=(8, 4), default=None, help="quantize linear layers")
     p.add_argument("--max-batch", type=int, default=16, help="sequences decoded together (default 16)")
     p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 429 (default 64)")
@@ -404,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", help="the endpoint's API key")
     p.add_argument("--reference-endpoint", metavar="URL", help="the reference's endpoint, if it has one")
     p.add_argument("--reference-api-key", help="the reference endpoint's API key")
-    p.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="for models run here (default bfloat16)")
+    p.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
+                   help="for models run here (default auto: bfloat16 on CPUs with native bfloat16, else float32)")
     p.add_argument("--quantize", type=int, choices=(8, 4), default=None, help="quantize the model run here")
     p.add_argument("--reference-quantize", type=int, choices=(8, 4), default=None,
                    help="quantize the reference run here")

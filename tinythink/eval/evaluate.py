@@ -21,7 +21,7 @@ class Target:
     model: str
     endpoint: str | None = None  # base URL, e.g. http://127.0.0.1:8080/v1
     api_key: str | None = None
-    dtype: str = "bfloat16"
+    dtype: str = "auto"  # bfloat16 where the CPU computes in it natively, else float32
     quantize: int | None = None
 
     @contextmanager

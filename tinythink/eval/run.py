@@ -173,19 +173,19 @@ def file_sha256(path: Path) -> str:
 
 
 @contextmanager
-def local_endpoint(ref: str, dtype: str = "bfloat16", quantize: int | None = None, max_batch: int = 16,
+def local_endpoint(ref: str, dtype: str = "auto", quantize: int | None = None, max_batch: int = 16,
                    context: int = 2048, effort: str | None = None):
     """A model loaded here and served on a free localhost port; yields (Endpoint, facts about the model)."""
     import torch
     import uvicorn
 
     from tinythink.llm import LLM
-    from tinythink.model.load import load_model
+    from tinythink.model.load import fastest_dtype, load_model
     from tinythink.serve.app import ServerSettings, create_app
     from tinythink.serve.host import ModelHost
 
     reset_peak_rss()
-    loaded = load_model(ref, getattr(torch, dtype), quantize=quantize)
+    loaded = load_model(ref, fastest_dtype() if dtype == "auto" else getattr(torch, dtype), quantize=quantize)
     name = loaded.name + (f"-int{quantize}" if quantize else "")
     model = loaded.model
     info = {"name": name, "source": str(loaded.path), "sha256": file_sha256(loaded.path), "format": loaded.format,

@@ -194,17 +194,20 @@ def bigbench(task: str) -> dict:
     return json.loads(read("bigbench", f"bigbench/benchmark_tasks/{task}/task.json"))
 
 
-INTENTS = ["add_to_playlist", "book_restaurant", "get_weather", "play_music", "search_screening_event",
-           "search_creative_work", "rate_book"]
-INTENT_PROMPT = ("Which intent does this request express? Choose one of: {intents}. Answer with the intent only.\n\n"
-                 "Request: {text}")
+# SNIPS intents, named in words (a small model copies "add to playlist" far more often than "add_to_playlist")
+INTENT_NAMES = {"add_to_playlist": "add to playlist", "book_restaurant": "book restaurant", "get_weather": "weather",
+                "play_music": "play music", "search_screening_event": "movie showtimes",
+                "search_creative_work": "find creative work", "rate_book": "rate book"}
+INTENTS = list(INTENT_NAMES.values())
+INTENT_PROMPT = ("Categories: {intents}.\n\nRequest: {text}\n\nWhich category is it? Answer with the category name.")
 
 
 def intents() -> list[Example]:
     data = bigbench("intent_recognition")
     return [Example(f"intent-{i}", user(INTENT_PROMPT.format(intents=", ".join(INTENTS),
                                                              text=e["input"].removeprefix("Utterance: "))),
-                    max(e["target_scores"], key=e["target_scores"].get)) for i, e in enumerate(data["examples"])]
+                    INTENT_NAMES[max(e["target_scores"], key=e["target_scores"].get)])
+            for i, e in enumerate(data["examples"])]
 
 
 SUMMARY_PROMPT = "Summarize this news article in one sentence.\n\n{article}"
@@ -245,7 +248,7 @@ TASKS = {t.name: t for t in [
     Task("sentiment", "light", "label", "vaderSentiment 3.3.2 sdist (MIT): hutto_ICWSM_2014 human ratings",
          vader_sentiment, 8, SENTIMENTS),
     Task("intent", "light", "label", "bigbench 1.0.0 sdist (Apache-2.0): intent_recognition (SNIPS)",
-         intents, 12, INTENTS),
+         intents, 16, INTENTS),
     Task("summary", "light", "summary", "bigbench 1.0.0 sdist (Apache-2.0): gem/xsum (XSum, BBC articles)", xsum, 60),
     Task("boolq", "light", "choice", OLMO, olmo_choice("boolq"), 8),
     Task("piqa", "light", "choice", OLMO, olmo_choice("piqa"), 8),

@@ -40,6 +40,20 @@ class LoadedModel:
         self.tokenizer.save_hf(path)
 
 
+def native_bfloat16() -> bool:
+    """Does this CPU compute in bfloat16 natively (AVX512-BF16 or AMX)? Without it, bfloat16 matmuls are
+    emulated and several times slower than float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def fastest_dtype() -> torch.dtype:
+    return torch.bfloat16 if native_bfloat16() else torch.float32
+
+
 def build_model(config: ModelConfig, state_dict: dict[str, torch.Tensor], path: Path) -> Transformer:
     """Build the model around the given weights without first allocating random ones."""
     with torch.device("meta"):
