@@ -180,6 +180,18 @@ def test_disconnect_frees_the_slot(server):
     assert host.engine.active == 0
 
 
+def test_a_client_that_gives_up_on_a_whole_reply_frees_its_slot(server):
+    url, host = server
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Tell me a very long story."}],
+            "max_tokens": 900, "n": 2}
+    with pytest.raises(httpx.ReadTimeout):  # the client stops waiting and closes the connection
+        httpx.post(url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=3)
+    deadline = time.time() + 10
+    while host.engine.active and time.time() < deadline:
+        time.sleep(0.05)
+    assert host.engine.active == 0
+
+
 def test_metrics(client, server):
     client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0)
     with pytest.raises(openai.BadRequestError):

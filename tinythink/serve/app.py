@@ -76,6 +76,41 @@ def error_response(status: int, message: str, type_: str = "invalid_request_erro
                         status_code=status)
 
 
+class Guard:
+    """API keys, the body size limit and request counting, as plain ASGI middleware (Starlette's
+    BaseHTTPMiddleware would hide a client's disconnect from the handlers, which cancel work on it)."""
+
+    def __init__(self, app, settings: ServerSettings, metrics: Metrics):
+        self.app, self.settings, self.metrics = app, settings, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path, headers = scope["path"], {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        status = 500
+
+        async def counted_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        given = headers.get("authorization", "").removeprefix("Bearer ").strip()
+        length = headers.get("content-length")
+        if self.settings.api_keys and path.startswith("/v1/") and not any(
+                hmac.compare_digest(given.encode(), key.encode()) for key in self.settings.api_keys):
+            await error_response(401, "invalid or missing API key (send Authorization: Bearer KEY)",
+                                 "authentication_error", code="invalid_api_key")(scope, receive, counted_send)
+        elif length is not None and length.isdigit() and int(length) > self.settings.max_body_bytes:
+            await error_response(413, f"request body of {length} bytes is over the limit of "
+                                      f"{self.settings.max_body_bytes} bytes", code="request_too_large"
+                                 )(scope, receive, counted_send)
+        else:
+            await self.app(scope, receive, counted_send)
+        if path.startswith("/v1/"):
+            self.metrics.requests.labels(path, str(status)).inc()
+
+
 def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
     app = FastAPI(title="tinythink", version=__version__,
@@ -107,22 +142,7 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
         return error_response(e.status_code, str(e.detail), "invalid_request_error" if e.status_code < 500 else
                               "server_error")
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        if settings.api_keys and request.url.path.startswith("/v1/"):
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-            if not any(hmac.compare_digest(given.encode(), key.encode()) for key in settings.api_keys):
-                return error_response(401, "invalid or missing API key (send Authorization: Bearer KEY)",
-                                      "authentication_error", code="invalid_api_key")
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-            response = error_response(413, f"request body of {length} bytes is over the limit of "
-                                           f"{settings.max_body_bytes} bytes", code="request_too_large")
-        else:
-            response = await call_next(request)
-        if request.url.path.startswith("/v1/"):
-            metrics.requests.labels(request.url.path, str(response.status_code)).inc()
-        return response
+    app.add_middleware(Guard, settings=settings, metrics=metrics)
 
     def host_for(model: str) -> ModelHost:
         if model not in hosts:
@@ -268,11 +288,23 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
             yield chunk
         metrics.latency.labels(model).observe(time.perf_counter() - start)
 
-    async def collect(streams: list[AsyncIterator[TextChunk]]) -> list[Choice]:
-        """Every choice run to its end, all at once (so they share the engine's batch)."""
+    async def collect(streams: list[AsyncIterator[TextChunk]], request: Request) -> list[Choice]:
+        """Every choice run to its end, all at once (so they share the engine's batch). If the client goes
+        away first, they are cancelled and their slots are free at once, as for a stream."""
         choices = [Choice() for _ in streams]
-        async for i, chunk in merged(streams):
-            choices[i].add(chunk)
+
+        async def gather():
+            async for i, chunk in merged(streams):
+                choices[i].add(chunk)
+
+        task = asyncio.ensure_future(gather())
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.25)
+            if not task.done() and await request.is_disconnected():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                raise APIError(499, "the client closed the request", code="client_closed_request")
+        task.result()  # re-raises what went wrong, if anything
         return choices
 
     def logprob_content(host: ModelHost, entries: list) -> list[dict]:
@@ -312,7 +344,7 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
                 t.cancel()
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest):
+    async def chat_completions(body: ChatCompletionRequest, request: Request):
         host = host_for(body.model)
         functions, must_call, parallel = offered_tools(body)
         template_knows_tools = tools.native(host.llm.template.source)
@@ -343,7 +375,7 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
         base = {"id": cid, "created": created, "model": body.model, "system_fingerprint": FINGERPRINT}
         if not body.stream:
             choices, total, thought = [], 0, 0
-            for i, c in enumerate(await collect(streams)):
+            for i, c in enumerate(await collect(streams, request)):
                 total, thought = total + c.tokens, thought + c.reasoning_tokens
                 message, answer, finish = {"role": "assistant"}, c.text, c.finish_reason
                 if budget:
@@ -434,7 +466,7 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
         return prompts
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest):
+    async def completions(body: CompletionRequest, request: Request):
         host = host_for(body.model)
         distinct = completion_prompts(host, body)
         prompts = [p for p in distinct for _ in range(body.n)]
@@ -453,7 +485,7 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
 
         if not body.stream:
             choices, total = [], 0
-            for i, c in enumerate(await collect(streams)):
+            for i, c in enumerate(await collect(streams, request)):
                 total += c.tokens
                 text, logprobs = echoed(i, c.prompt_logprobs)
                 if body.logprobs is not None:
