@@ -192,6 +192,22 @@ def test_a_client_that_gives_up_on_a_whole_reply_frees_its_slot(server):
     assert host.engine.active == 0
 
 
+def test_openapi_document_is_valid_and_says_what_the_api_takes(server):
+    from openapi_spec_validator import validate
+
+    doc = httpx.get(server[0] + "/openapi.json").json()
+    validate(doc)  # a valid OpenAPI 3.1 document, which importers and client generators accept
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/models/{model_id}", "/health"):
+        assert path in doc["paths"]
+    chat = doc["paths"]["/v1/chat/completions"]["post"]
+    assert chat["security"] == [{"bearerAuth": []}] and doc["components"]["securitySchemes"]["bearerAuth"]
+    fields = doc["components"]["schemas"]["ChatCompletionRequest"]["properties"]
+    for name in ("messages", "tools", "tool_choice", "response_format", "reasoning_effort", "logprobs", "stream"):
+        assert name in fields
+    assert "security" not in doc["paths"]["/health"]["get"]
+    assert httpx.get(server[0] + "/docs").status_code == 200
+
+
 def test_metrics(client, server):
     client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0)
     with pytest.raises(openai.BadRequestError):

@@ -519,4 +519,20 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    def openapi() -> dict:
+        """FastAPI's document, plus the bearer key that /v1/ needs when this server requires one, so tools
+        that import it (low-code builders, client generators) know to send it."""
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            if settings.api_keys:
+                schema.setdefault("components", {})["securitySchemes"] = {
+                    "bearerAuth": {"type": "http", "scheme": "bearer", "description": "an API key of this server"}}
+                for path, operations in schema["paths"].items():
+                    if path.startswith("/v1/"):
+                        for operation in operations.values():
+                            operation["security"] = [{"bearerAuth": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app
