@@ -94,6 +94,13 @@ def test_completions_score_prompts_for_evaluation_harnesses(client, server):
         assert e.value.body["param"] == param
 
 
+def test_a_participant_name_reaches_the_model(client):
+    named = [{"role": "user", "name": "Alice", "content": "What is my name?"}]
+    plain = [{"role": "user", "content": "What is my name?"}]
+    a, b = (client.chat.completions.create(model=MODEL, messages=m, max_tokens=1) for m in (named, plain))
+    assert a.usage.prompt_tokens > b.usage.prompt_tokens  # "Alice: " is in the prompt
+
+
 def test_models(client):
     assert [m.id for m in client.models.list().data] == [MODEL]
     assert client.models.retrieve(MODEL).id == MODEL

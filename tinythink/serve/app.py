@@ -228,7 +228,10 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
     def chat_messages(body: ChatCompletionRequest) -> list[dict]:
         messages = []
         for i, m in enumerate(body.messages):
-            message = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            text = m.text()
+            if m.name and m.role != "tool" and text:  # tells participants of one role apart, in the text the model reads
+                text = f"{m.name}: {text}"
+            message = {"role": "system" if m.role == "developer" else m.role, "content": text}
             if m.role == "tool":
                 if not m.tool_call_id:
                     raise APIError(400, f"messages.{i}.tool_call_id: a tool message needs the id of the call it "
