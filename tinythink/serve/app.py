@@ -25,7 +25,7 @@ from tinythink.serve.host import ModelHost
 from tinythink.serve.metrics import Metrics
 from tinythink.serve import tools
 from tinythink.serve.protocol import ChatCompletionRequest, CompletionRequest, NamedToolChoice, SamplingFields
-from tinythink.text.reasoning import THINK_OPEN, ReasoningSplitter, with_instruction
+from tinythink.text.reasoning import ReasoningSplitter, chat_text
 from tinythink.text.stream import TextChunk
 
 FINGERPRINT = f"tinythink-{__version__}"
@@ -357,11 +357,8 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
         try:
             kwargs = {"tools": [{"type": "function", "function": f} for f in functions]} \
                 if functions and template_knows_tools else {}
-            if budget:  # our thinking prompt, and the reply starts inside the thought
-                prompt = host.llm.chat_prompt(with_instruction(messages), **kwargs)
-                prompt += host.llm.tokenizer.encode(f"{THINK_OPEN}\n", add_special_tokens=False)
-            else:
-                prompt = host.llm.chat_prompt(messages, **kwargs)
+            prompt = host.llm.tokenizer.encode(chat_text(host.llm.template, messages, bool(budget), **kwargs),
+                                               add_special_tokens=False)
         except TinythinkError as e:
             raise APIError(400, str(e), param="messages") from None
         schema, grammar = response_schema(body), None

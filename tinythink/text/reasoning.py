@@ -3,6 +3,7 @@ split of a streamed reply into reasoning and answer at the closing tag."""
 
 from __future__ import annotations
 
+from tinythink.text.chat_template import ChatTemplate
 from tinythink.text.stream import StopStrings
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -15,6 +16,22 @@ def with_instruction(messages: list[dict]) -> list[dict]:
     if messages and messages[0]["role"] == "system":
         return [{**messages[0], "content": f"{messages[0]['content']}\n\n{INSTRUCTION}"}] + messages[1:]
     return [{"role": "system", "content": INSTRUCTION}] + messages
+
+
+def native_thinking(template_source: str) -> bool:
+    """Does this chat template have a thinking format of its own (Qwen3's `enable_thinking`, R1 distills)?"""
+    return THINK_OPEN in template_source or "enable_thinking" in template_source
+
+
+def chat_text(template: ChatTemplate, messages: list[dict], think: bool, **template_kwargs) -> str:
+    """The prompt of a chat. With `think`, the reply starts inside an open thought: a native format is
+    used as the template writes it, others get our instruction. Without, a native template is told not
+    to think (Qwen3's convention: `enable_thinking=False` writes an empty thought)."""
+    native = native_thinking(template.source)
+    if not think:
+        return template.render(messages, **template_kwargs, **({"enable_thinking": False} if native else {}))
+    text = template.render(messages if native else with_instruction(messages), **template_kwargs)
+    return text if text.rstrip().endswith(THINK_OPEN) else text + f"{THINK_OPEN}\n"
 
 
 class ReasoningSplitter:
