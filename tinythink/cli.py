@@ -296,6 +296,17 @@ def cmd_eval(args):
         suite(args.suite)
     except ValueError as e:
         raise TinythinkError(str(e)) from None
+    if args.export_lm_eval:
+        from tinythink.eval import harness
+
+        out = Path(args.export_lm_eval)
+        names = harness.export(suite(args.suite), out, args.limit)
+        if not names:
+            raise TinythinkError(f"none of these tasks is bridged to lm-eval; bridged: {', '.join(harness.BRIDGED)}")
+        base = args.endpoint or "http://127.0.0.1:8000/v1"
+        print(f"wrote lm-eval tasks {', '.join(names)} to {out}; run them against {base} with:\n  "
+              + " ".join(harness.command(args.model, base, out, names)))
+        return None
     _set_threads(args.threads)
     model = Target(args.model, args.endpoint, args.api_key, args.dtype, args.quantize)
     reference = Target(args.reference, args.reference_endpoint, args.reference_api_key, args.dtype,
@@ -414,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quantize the reference run here")
     p.add_argument("--concurrency", type=int, default=16, help="requests in flight, the batch size (default 16)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for models run here")
+    p.add_argument("--export-lm-eval", metavar="DIR", help="instead of running, write the suite's bridged tasks as "
+                                                           "lm-evaluation-harness task files and print the command")
     p.set_defaults(func=cmd_eval)
     return parser
 

@@ -4,15 +4,11 @@ same suite through a live server's endpoint gives the same replies as the model 
 import json
 import subprocess
 import sys
-import time
 
-import httpx
 import pytest
 
+from conftest import KEY, MODEL
 from tinythink.eval.evaluate import Target, evaluate
-from tinythink.eval.run import free_port
-
-MODEL = "smollm2-135m"
 # one task of each kind that downloads little: a classification, a generated math task, multiple choice
 # (by letter and by log-likelihood), a safety set
 TASKS = "sentiment,basic_arithmetic,arc_easy,harmbench"
@@ -59,26 +55,15 @@ def test_outputs_are_complete(self_eval):
     assert "tinythink eval" in done.stdout  # the report is printed too
 
 
-def test_an_endpoint_is_scored_like_the_model_run_here(self_eval, tmp_path):
+def test_an_endpoint_is_scored_like_the_model_run_here(self_eval, served, tmp_path):
     _, local, _ = self_eval
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tinythink.cli", "serve", "--port", str(port), "--dtype",
-                               "float32", "--api-key", "k"], stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        target = Target(MODEL, endpoint=f"http://127.0.0.1:{port}/v1", api_key="k")
-        remote = evaluate(target, None, "sentiment,basic_arithmetic", LIMIT, None, tmp_path, concurrency=4)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    target = Target(MODEL, endpoint=served, api_key=KEY)
+    remote = evaluate(target, None, "sentiment,basic_arithmetic", LIMIT, None, tmp_path, concurrency=4)
+    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    local_rows = [json.loads(line) for line in (self_eval[0] / "samples.jsonl").read_text().splitlines()
+                  if json.loads(line)["who"] == "model"]
     for name in ("sentiment", "basic_arithmetic"):
-        replies = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()
-                   if json.loads(line)["task"] == name]
         assert remote["tasks"][name]["model"]["score"] == local["tasks"][name]["model"]["score"]
-        assert len(replies) == LIMIT and all(r["error"] is None for r in replies)
-    assert remote["models"]["model"]["endpoint"].endswith("/v1")
+        assert [r["reply"] for r in rows if r["task"] == name] == \
+            [r["reply"] for r in local_rows if r["task"] == name]  # the very same replies
+    assert remote["models"]["model"]["endpoint"] == served

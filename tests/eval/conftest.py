@@ -1,0 +1,30 @@
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tinythink.eval.run import free_port
+
+MODEL, KEY = "smollm2-135m", "eval-key"
+
+
+@pytest.fixture(scope="session")
+def served():
+    """`tinythink serve` in its own process, as a user runs it (float32: replies then equal a local run's)."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tinythink.cli", "serve", "--port", str(port), "--dtype",
+                               "float32", "--api-key", KEY], stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(900):
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        yield url + "/v1"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
