@@ -44,6 +44,19 @@ def write(out: Path, results: dict):
     (out / "report.md").write_text(markdown(results))
 
 
+def facts(model: dict, speed: dict) -> dict[str, str]:
+    """One model's column of the speed and memory table."""
+    quantized = f" int{model['quantize']}" if model.get("quantize") else ""
+    return {"parameters": f"{model['parameters'] / 1e6:,.1f} M" if model.get("parameters") else "–",
+            "weights in memory": _mb(model.get("weight_bytes")),
+            "dtype / quantization": model.get("dtype", "–") + quantized,
+            "peak RSS": _mb(model.get("peak_rss_bytes")),
+            "prompt tokens": f"{speed['prompt_tokens']:,}",
+            "completion tokens": f"{speed['completion_tokens']:,}",
+            "completion tokens/s (concurrent requests)": _fmt(speed["completion_tokens_per_s"], digits=1),
+            "wall time": f"{speed['wall_s']:.0f} s"}
+
+
 def markdown(results: dict) -> str:
     models, tasks = results["models"], results["tasks"]
     ref = "reference" in models
@@ -88,18 +101,9 @@ def markdown(results: dict) -> str:
     lines += ["", "## Speed and memory", "", "| | model |" + (" reference |" if ref else ""),
               "|---|---|" + ("---|" if ref else "")]
     who = ["model", "reference"] if ref else ["model"]
-    speeds = {w: overall_speed(tasks, w) for w in who}
-    facts = [("parameters", lambda w: f"{models[w].get('parameters', 0) / 1e6:,.1f} M" if models[w].get("parameters") else "–"),
-             ("weights in memory", lambda w: _mb(models[w].get("weight_bytes"))),
-             ("dtype / quantization", lambda w: f"{models[w].get('dtype', '–')}"
-                                                f"{' int' + str(models[w]['quantize']) if models[w].get('quantize') else ''}"),
-             ("peak RSS", lambda w: _mb(models[w].get("peak_rss_bytes"))),
-             ("prompt tokens", lambda w: f"{speeds[w]['prompt_tokens']:,}"),
-             ("completion tokens", lambda w: f"{speeds[w]['completion_tokens']:,}"),
-             ("completion tokens/s (concurrent requests)", lambda w: _fmt(speeds[w]["completion_tokens_per_s"], digits=1)),
-             ("wall time", lambda w: f"{speeds[w]['wall_s']:.0f} s")]
-    for label, value in facts:
-        lines.append(f"| {label} | " + " | ".join(value(w) for w in who) + " |")
+    columns = [facts(models[w], overall_speed(tasks, w)) for w in who]
+    for label in columns[0]:
+        lines.append(f"| {label} | " + " | ".join(column[label] for column in columns) + " |")
     lines += ["", "Per task: time to first token (p50) and wall time.", "",
               "| task |" + "".join(f" {w} TTFT | {w} wall |" for w in who), "|---|" + "---|---|" * len(who)]
     for name, t in tasks.items():
@@ -140,11 +144,10 @@ def charts(out: Path, results: dict):
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for k, w in enumerate(who):
         scored = [tasks[n][w]["score"] for n in names if tasks[n]["model"]["suite"] != "safety"]
-        speed = overall_speed(tasks, w)["completion_tokens_per_s"] or 0
+        point = (overall_speed(tasks, w)["completion_tokens_per_s"] or 0, sum(scored) / max(len(scored), 1))
         size = models[w].get("weight_bytes") or models[w].get("file_bytes") or 0
-        ax.scatter([speed], [sum(scored) / max(len(scored), 1)], s=60 + size / 1e6 * 2, alpha=0.7,
-                   color=["#3b6ea8", "#d08c2f"][k])
-        ax.annotate(f"{models[w]['name']}\n{_mb(size) if size else 'size unknown'}", (speed, sum(scored) / max(len(scored), 1)),
+        ax.scatter(*point, s=60 + size / 1e6 * 2, alpha=0.7, color=["#3b6ea8", "#d08c2f"][k])
+        ax.annotate(f"{models[w]['name']}\n{_mb(size) if size else 'size unknown'}", point,
                     textcoords="offset points", xytext=(8, 8), fontsize=8)
     ax.set_xlabel("completion tokens/s over the run (concurrent requests)")
     ax.set_ylabel("mean score, light + reasoning tasks")

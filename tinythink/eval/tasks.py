@@ -1,5 +1,5 @@
 """The evaluation tasks: where each one's data comes from, its dev/test split, its prompt, and how a reply
-is scored. Prompts and parsers were chosen on dev; reports quote test.
+is scored. Prompt and parser choices are tried on dev only; reports quote test.
 
 Kinds of task:
 - "answer": a free-form reply with one right answer (math, logic); 1 if the parsed answer is right.
