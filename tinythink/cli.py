@@ -49,12 +49,10 @@ def _set_threads(threads: int | None):
 
 
 def _load_model(args):
-    import torch
-
-    from tinythink.model.load import load_model
+    from tinythink.model.load import dtype_named, load_model
 
     _set_threads(args.threads)
-    return load_model(args.model, getattr(torch, args.dtype), quantize=args.quantize)
+    return load_model(args.model, dtype_named(args.dtype), quantize=args.quantize)
 
 
 def _load(args):
@@ -219,11 +217,10 @@ def cmd_quantize(args):
 def cmd_serve(args):
     import os
 
-    import torch
     import uvicorn
 
     from tinythink.llm import LLM
-    from tinythink.model.load import fastest_dtype, load_model
+    from tinythink.model.load import dtype_named, load_model
     from tinythink.serve.app import ServerSettings, create_app
     from tinythink.serve.host import ModelHost
 
@@ -238,8 +235,7 @@ def cmd_serve(args):
     _set_threads(args.threads)
     hosts = {}
     for ref in args.model or [DEFAULT_MODEL]:
-        dtype = fastest_dtype() if args.dtype == "auto" else getattr(torch, args.dtype)
-        loaded = load_model(ref, dtype, quantize=args.quantize)
+        loaded = load_model(ref, dtype_named(args.dtype), quantize=args.quantize)
         hosts[loaded.name] = ModelHost(loaded.name, LLM(loaded), max_batch=args.max_batch,
                                        max_queue=args.max_queue, context=args.context)
     print(f"tinythink serving {', '.join(hosts)}: API at http://{args.host}:{args.port}/v1, "
@@ -293,14 +289,14 @@ def cmd_eval(args):
     if args.concurrency < 1:
         raise TinythinkError("--concurrency must be at least 1")
     try:
-        suite(args.suite)
+        tasks = suite(args.suite)
     except ValueError as e:
         raise TinythinkError(str(e)) from None
     if args.export_lm_eval:
         from tinythink.eval import harness
 
         out = Path(args.export_lm_eval)
-        names = harness.export(suite(args.suite), out, args.limit)
+        names = harness.export(tasks, out, args.limit)
         if not names:
             raise TinythinkError(f"none of these tasks is bridged to lm-eval; bridged: {', '.join(harness.BRIDGED)}")
         base = args.endpoint or "http://127.0.0.1:8000/v1"

@@ -61,7 +61,12 @@ class SamplingParams:
 def token_logprobs(logits: Tensor, targets: Tensor, top: int) -> list[tuple[int, float, list[tuple[int, float]]]]:
     """logits (T, vocab) and the tokens that followed, targets (T,) -> the sampler's logprob entries for them,
     with `top` alternatives each (the model's own distribution: no penalties apply to a prompt)."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
+    return logprob_entries(torch.log_softmax(logits.float(), dim=-1), targets, top)
+
+
+def logprob_entries(logp: Tensor, targets: Tensor, top: int) -> list[tuple[int, float, list[tuple[int, float]]]]:
+    """Log-probabilities (T, vocab) and the chosen tokens (T,) -> (token, its logprob, [(alternative,
+    logprob)] * top) per position."""
     chosen = logp.gather(-1, targets[:, None])[:, 0].tolist()
     if not top:
         return [(t, lp, []) for t, lp in zip(targets.tolist(), chosen)]
@@ -103,9 +108,7 @@ class Sampler:
             constraint.mask(logits)
         token = int(self.sample(logits))
         if logp is not None:
-            top = torch.topk(logp, self.p.logprobs) if self.p.logprobs else None
-            alternatives = list(zip(top.indices.tolist(), top.values.tolist())) if top is not None else []
-            self.logprobs.append((token, float(logp[token]), alternatives))
+            self.logprobs += logprob_entries(logp[None], torch.tensor([token]), self.p.logprobs)
         if constraint is not None:
             constraint.accept(token)
         self.seen[token] = True

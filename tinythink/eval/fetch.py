@@ -56,10 +56,12 @@ def cache_dir() -> Path:
 
 
 def sha256(path: Path) -> str:
+    """Of a file, or of a directory's files in name order (a Hugging Face model directory)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    for file in sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]:
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()
 
 

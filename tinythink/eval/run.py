@@ -6,7 +6,6 @@ server batches them (tinythink's engine decodes them together).
 
 from __future__ import annotations
 
-import hashlib
 import socket
 import sys
 import threading
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinythink.eval import score as scoring
+from tinythink.eval.fetch import sha256
 from tinythink.eval.tasks import Example, Task
 
 
@@ -162,16 +162,6 @@ def peak_rss_bytes() -> int | None:
     return None
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
-        if f.is_file():
-            with open(f, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-    return h.hexdigest()
-
-
 @contextmanager
 def local_endpoint(ref: str, dtype: str = "auto", quantize: int | None = None, max_batch: int = 16,
                    context: int = 2048, effort: str | None = None):
@@ -180,15 +170,15 @@ def local_endpoint(ref: str, dtype: str = "auto", quantize: int | None = None, m
     import uvicorn
 
     from tinythink.llm import LLM
-    from tinythink.model.load import fastest_dtype, load_model
+    from tinythink.model.load import dtype_named, load_model
     from tinythink.serve.app import ServerSettings, create_app
     from tinythink.serve.host import ModelHost
 
     reset_peak_rss()
-    loaded = load_model(ref, fastest_dtype() if dtype == "auto" else getattr(torch, dtype), quantize=quantize)
+    loaded = load_model(ref, dtype_named(dtype), quantize=quantize)
     name = loaded.name + (f"-int{quantize}" if quantize else "")
     model = loaded.model
-    info = {"name": name, "source": str(loaded.path), "sha256": file_sha256(loaded.path), "format": loaded.format,
+    info = {"name": name, "source": str(loaded.path), "sha256": sha256(loaded.path), "format": loaded.format,
             "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "quantize": quantize,
             "parameters": sum(p.numel() for p in model.parameters()),
             "weight_bytes": sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]),

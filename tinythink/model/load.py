@@ -50,8 +50,11 @@ def native_bfloat16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def fastest_dtype() -> torch.dtype:
-    return torch.bfloat16 if native_bfloat16() else torch.float32
+def dtype_named(name: str) -> torch.dtype:
+    """"float32", "bfloat16", or "auto": bfloat16 where the CPU computes in it natively, else float32."""
+    if name == "auto":
+        return torch.bfloat16 if native_bfloat16() else torch.float32
+    return getattr(torch, name)
 
 
 def build_model(config: ModelConfig, state_dict: dict[str, torch.Tensor], path: Path) -> Transformer:

@@ -310,12 +310,14 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
         task.result()  # re-raises what went wrong, if anything
         return choices
 
-    def logprob_content(host: ModelHost, entries: list) -> list[dict]:
-        tok = host.llm.tokenizer
+    def token_text(host: ModelHost, token: int) -> str:
+        """A token's text as the logprobs report it (a part of a UTF-8 character shows as U+FFFD)."""
+        return host.llm.tokenizer.token_bytes(token).decode("utf-8", errors="replace")
 
+    def logprob_content(host: ModelHost, entries: list) -> list[dict]:
         def item(token: int, logprob: float) -> dict:
-            raw = tok.token_bytes(token)
-            return {"token": raw.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(raw)}
+            return {"token": token_text(host, token), "logprob": logprob,
+                    "bytes": list(host.llm.tokenizer.token_bytes(token))}
 
         return [{**item(t, lp), "top_logprobs": [item(a, alp) for a, alp in alts]} for t, lp, alts in entries]
 
@@ -417,7 +419,7 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
                     logprobs = {"content": logprob_content(host, chunk.logprobs)} if body.logprobs else None
                     yield delta_event(i, {"content": answer}, logprobs)
                 if chunk.finish_reason:
-                    finish, calls = chunk.finish_reason, None
+                    finish = chunk.finish_reason
                     if held[i] is not None:
                         calls, rest = held[i].finish()
                         if calls:
@@ -436,16 +438,11 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
     def legacy_logprobs(host: ModelHost, entries: list, offset: int) -> dict:
         """The completions API's logprobs object for (token, logprob, alternatives) entries whose text starts
         at character `offset` of the choice's text; a logprob of None is the prompt's unscored first token."""
-        tok = host.llm.tokenizer
-
-        def text(token: int) -> str:
-            return tok.token_bytes(token).decode("utf-8", errors="replace")
-
         out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
         for token, logprob, alts in entries:
-            out["tokens"].append(text(token))
+            out["tokens"].append(token_text(host, token))
             out["token_logprobs"].append(logprob)
-            out["top_logprobs"].append(None if logprob is None else {text(a): lp for a, lp in alts})
+            out["top_logprobs"].append(None if logprob is None else {token_text(host, a): lp for a, lp in alts})
             out["text_offset"].append(offset)
             offset += len(out["tokens"][-1])
         return out
@@ -468,8 +465,7 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
         host = host_for(body.model)
-        distinct = completion_prompts(host, body)
-        prompts = [p for p in distinct for _ in range(body.n)]
+        prompts = [p for p in completion_prompts(host, body) for _ in range(body.n)]
         streams = await run_choices(host, prompts, body, body.max_tokens)
         cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": cid, "created": created, "model": body.model, "system_fingerprint": FINGERPRINT}
