@@ -9,13 +9,17 @@ import torch
 from tinythink.engine.generate import generate
 from tinythink.engine.sampling import SamplingParams
 from tinythink.model.load import LoadedModel, load_model
+from tinythink.model.packed_linear import pack_linears
 from tinythink.text.chat_template import ChatTemplate
 from tinythink.text.stream import TextChunk, TextStream
 
 
 class LLM:
+    """Owns its model for inference: float32 linear layers are packed for the CPU's fast kernels."""
+
     def __init__(self, loaded: LoadedModel):
         self.loaded = loaded
+        pack_linears(loaded.model)
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.template = ChatTemplate(self.tokenizer.chat_template, self.tokenizer.bos_token, self.tokenizer.eos_token)
 

@@ -1,10 +1,11 @@
 """Continuous batching: many requests share one model, joining and leaving at token boundaries.
 
-Each admitted request owns one row ("slot") of a preallocated KV-cache pool. Every engine step runs one
-prefill chunk of one request (so a long prompt never stalls the others for long) and then one decode
-token for every request that is generating, in a single batched forward pass. Requests differ freely in
-length, sampling settings and stop conditions. A prefix cache lets requests that share a prompt prefix
-copy its KV instead of recomputing it.
+Each admitted request owns one row ("slot") of a preallocated KV-cache pool. Every engine step is one
+forward pass over a packed batch: one token for every request that is generating, plus prompt chunks of
+as many waiting prompts as fit in a budget of `prefill_chunk` tokens (so a long prompt never stalls the
+others for long, and many short prompts are prefilled together, in the same matrix products). Requests
+differ freely in length, sampling settings and stop conditions. A prefix cache lets requests that share a
+prompt prefix copy its KV instead of recomputing it.
 
 The engine works on token ids. It can be driven inline (`tokens()` steps it as needed) or from its own
 thread (`start()`), in which case other threads submit, consume and cancel safely.
@@ -25,7 +26,7 @@ import torch
 from tinythink.engine.generate import check_prompt
 from tinythink.engine.prefix_cache import PrefixCache
 from tinythink.engine.sampling import Sampler, SamplingParams, token_logprobs
-from tinythink.model.transformer import Transformer
+from tinythink.model.transformer import KV_DTYPE, Packed, Transformer
 
 _DONE = None  # end-of-stream marker in a request's event queue
 
@@ -63,8 +64,8 @@ class Request:
         return self.finish_reason is not None
 
 
-def kv_bytes_per_token(model: Transformer, dtype: torch.dtype) -> int:
-    itemsize = torch.empty((), dtype=dtype).element_size()
+def kv_bytes_per_token(model: Transformer) -> int:
+    itemsize = torch.empty((), dtype=KV_DTYPE).element_size()
     return sum(2 * b.self_attn.n_kv_heads * b.self_attn.head_dim * itemsize for b in model.layers)
 
 
@@ -74,12 +75,12 @@ class BatchEngine:
                  prefix_cache_bytes: int = 256 << 20):
         if prefill_chunk % prefix_block:
             raise ValueError("prefill_chunk must be a multiple of prefix_block")
-        dtype = model.embed_tokens.weight.dtype
-        per_slot = kv_budget_bytes // (max_batch * kv_bytes_per_token(model, dtype))
+        per_slot = kv_budget_bytes // (max_batch * kv_bytes_per_token(model))
         self.context = min(context or model.config.max_seq_len, model.config.max_seq_len, per_slot)
         if self.context < 16:
             raise ValueError(f"a KV budget of {kv_budget_bytes} bytes leaves {self.context} tokens per slot")
-        self.model, self.max_batch, self.prefill_chunk = model, max_batch, prefill_chunk
+        self.model, self.max_batch = model, max_batch
+        self.prefill_chunk, self.prefix_block = prefill_chunk, prefix_block
         model.clear_caches()
         with torch.inference_mode():
             model.setup_caches(max_batch, self.context)
@@ -164,17 +165,36 @@ class BatchEngine:
 
     @torch.inference_mode()
     def step(self) -> bool:
-        """Admit, prefill one chunk, decode one token for every generating request. False when idle."""
+        """Admit, then one forward pass: a token for every generating request and prompt chunks for those
+        prefilling. False when idle."""
         with self.lock:
             self._admit()
-            worked = False
-            if self.prefilling:
-                self._prefill_chunk(self.prefilling[0])
-                worked = True
-            if self.decoding:
-                self._decode()
-                worked = True
-            return worked
+            decoding = list(self.decoding.values())
+            chunks = self._prefill_chunks()
+            if not decoding and not chunks:
+                return False
+            tokens = [req.output[-1] for req in decoding]
+            for req, end in chunks:
+                tokens += req.prompt[req.pos:end]
+            packed = Packed([r.slot for r in decoding] + [r.slot for r, _ in chunks],
+                            [r.pos for r in decoding] + [r.pos for r, _ in chunks],
+                            [1] * len(decoding) + [end - r.pos for r, end in chunks])
+            # logits where a token is sampled: each decode token, each prompt's last token; for prompt
+            # scoring, every position of its chunk
+            at = [range(i, i + 1) for i in range(len(decoding))]
+            for i, (req, end) in enumerate(chunks, len(decoding)):
+                lo, hi = int(packed.ends[i]) - (end - req.pos), int(packed.ends[i])
+                at.append(range(lo, hi) if req.params.prompt_logprobs is not None else
+                          range(hi - 1, hi) if end == len(req.prompt) else range(0))
+            needed = torch.tensor([i for positions in at for i in positions], dtype=torch.long)
+            logits = self.model.forward_packed(torch.tensor([tokens]), packed, needed)
+            rows = iter(logits)
+            for req in decoding:
+                req.pos += 1
+                self._emit(req, self._next_token(req, next(rows)))
+            for (req, end), positions in zip(chunks, at[len(decoding):]):
+                self._prefilled(req, end, torch.stack([next(rows) for _ in positions]) if positions else None)
+            return True
 
     def _admit(self):
         while self.waiting and self.free:
@@ -184,42 +204,35 @@ class BatchEngine:
                 req.pos = req.cached_tokens = self.prefix_cache.lookup(req.prompt, req.slot)
             self.prefilling.append(req)
 
-    def _prefill_chunk(self, req: Request):
-        # chunks end on prefix-cache block boundaries, so a cached prefix and a computed one are bit-identical
-        end = min(len(req.prompt), req.pos + self.prefill_chunk - req.pos % self.prefill_chunk)
-        chunk = torch.tensor(req.prompt[req.pos:end])[None]
-        scoring = req.params.prompt_logprobs is not None
-        logits = self.model(chunk, input_pos=torch.arange(req.pos, end)[None], slot=req.slot, last_only=not scoring)
-        if scoring:  # each position's logits score the prompt token after it
+    def _prefill_chunks(self) -> list[tuple[Request, int]]:
+        """(request, end) for the prompts that fit this step's token budget, first come first served."""
+        chunks, room = [], self.prefill_chunk
+        for req in self.prefilling:
+            end = min(len(req.prompt), req.pos + room)
+            if end < len(req.prompt):
+                # chunks end on prefix-cache block boundaries, so a cached prefix and a computed one are the same
+                end -= end % self.prefix_block
+            if end <= req.pos:
+                break
+            chunks.append((req, end))
+            room -= end - req.pos
+        return chunks
+
+    def _prefilled(self, req: Request, end: int, logits: torch.Tensor | None):
+        if req.params.prompt_logprobs is not None:  # each position's logits score the prompt token after it
             targets = torch.tensor(req.prompt[req.pos + 1:end + 1])
-            req.prompt_logprobs += token_logprobs(logits[0, :len(targets)], targets, req.params.prompt_logprobs)
+            req.prompt_logprobs += token_logprobs(logits[:len(targets)], targets, req.params.prompt_logprobs)
         req.pos = end
         if end < len(req.prompt):
             return
-        self.prefilling.popleft()
+        self.prefilling.remove(req)
         if self.prefix_cache is not None:
             self.prefix_cache.store(req.prompt, req.slot, req.cached_tokens)
         if req.params.max_tokens == 0:  # scored, nothing to generate
             self._finish(req, "length")
             return
         self.decoding[req.slot] = req
-        self._emit(req, self._next_token(req, logits[0, -1]))
-
-    def _decode(self):
-        rows = max(self.decoding) + 1
-        # rows not generating (free, or still prefilling) get a dummy token written at a position that
-        # their own next write overwrites; their logits are ignored
-        idx = torch.zeros(rows, 1, dtype=torch.long)
-        pos = torch.zeros(rows, 1, dtype=torch.long)
-        for req in self.prefilling:
-            if req.slot < rows:
-                pos[req.slot] = req.pos
-        for slot, req in self.decoding.items():
-            idx[slot], pos[slot] = req.output[-1], req.pos
-        logits = self.model(idx, input_pos=pos, slot=0)
-        for slot, req in list(self.decoding.items()):
-            req.pos += 1
-            self._emit(req, self._next_token(req, logits[slot, -1]))
+        self._emit(req, self._next_token(req, logits[-1]))
 
     def _next_token(self, req: Request, logits: torch.Tensor) -> int:
         t = req.thinking

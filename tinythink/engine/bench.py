@@ -36,11 +36,15 @@ def measure(model_ref: str, variant: str, threads: int, prompt_lengths: list[int
     from tinythink.engine.generate import generate
     from tinythink.engine.sampling import SamplingParams
     from tinythink.model.load import load_model
+    from tinythink.model.packed_linear import pack_linears
 
     torch.set_num_threads(threads)
     quantize = {"int8": 8, "int4": 4}.get(variant)
     start = time.perf_counter()
-    loaded = load_model(model_ref, torch.float32 if quantize else getattr(torch, variant), quantize=quantize)
+    dtype = torch.float32 if quantize or variant == "float32-unpacked" else getattr(torch, variant)
+    loaded = load_model(model_ref, dtype, quantize=quantize)
+    if variant != "float32-unpacked":  # as the engine runs it (tinythink.llm.LLM); unpacked: PyTorch's default
+        pack_linears(loaded.model)
     result = {"variant": variant, "load_s": time.perf_counter() - start, "prefill_tok_s": {}}
     model, tok = loaded.model, loaded.tokenizer
     greedy = SamplingParams(max_tokens=new_tokens, temperature=0.0)

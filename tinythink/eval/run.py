@@ -164,11 +164,12 @@ def peak_rss_bytes() -> int | None:
 
 @contextmanager
 def local_endpoint(ref: str, dtype: str = "auto", quantize: int | None = None, max_batch: int = 16,
-                   context: int = 2048, effort: str | None = None):
+                   context: int = 1024, effort: str | None = None):
     """A model loaded here and served on a free localhost port; yields (Endpoint, facts about the model)."""
     import torch
     import uvicorn
 
+    from tinythink.engine.batch import kv_bytes_per_token
     from tinythink.llm import LLM
     from tinythink.model.load import dtype_named, load_model
     from tinythink.serve.app import ServerSettings, create_app
@@ -183,7 +184,9 @@ def local_endpoint(ref: str, dtype: str = "auto", quantize: int | None = None, m
             "parameters": sum(p.numel() for p in model.parameters()),
             "weight_bytes": sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]),
             "file_bytes": loaded.file_bytes, "threads": torch.get_num_threads(), "max_batch": max_batch}
-    host = ModelHost(name, LLM(loaded), max_batch=max_batch, max_queue=1 << 16, context=context)  # after: KV
+    kv_budget = max_batch * context * kv_bytes_per_token(model)  # every slot gets the whole context
+    host = ModelHost(name, LLM(loaded), max_batch=max_batch, max_queue=1 << 16, context=context,
+                     kv_budget_bytes=kv_budget)  # after `info`: the KV pool is not part of the weights
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app({name: host}, ServerSettings()), host="127.0.0.1", port=port,
                                            log_level="warning"))

@@ -12,12 +12,16 @@ positions being written explicitly (`input_pos`), as gpt-fast does.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tinythink.model.config import ModelConfig
+
+
+KV_DTYPE = torch.float32  # keys and values are kept, and attention runs, in float32: bf16 SDPA is ~6x slower on CPU
 
 
 def rope_inv_freq(config: ModelConfig) -> Tensor:
@@ -48,7 +52,7 @@ def rotate_half(x: Tensor) -> Tensor:
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    # x: (B, H, T, D); cos, sin: (T, D) or, per sequence, (B, 1, T, D). In x's dtype, as Hugging Face does.
+    # x: (B, T, H, D); cos, sin: (T, 1, D). In x's dtype, as Hugging Face does.
     return x * cos.to(x.dtype) + rotate_half(x) * sin.to(x.dtype)
 
 
@@ -74,14 +78,24 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, dtype=dtype), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype), persistent=False)
 
-    def update(self, rows: slice, input_pos: Tensor, k: Tensor, v: Tensor, length: int) -> tuple[Tensor, Tensor]:
-        # k, v: (B, H_kv, T, D) written (cast to the cache's dtype) into cache rows `rows` at input_pos (B, T);
-        # returns those rows' first `length` positions, (B, H_kv, length, D), as views
-        kc, vc = self.k[rows], self.v[rows]
-        b = torch.arange(k.shape[0])[:, None]
-        kc[b, :, input_pos] = k.transpose(1, 2).to(kc.dtype)  # index (B, T) + slice H + D -> (B, T, H, D)
-        vc[b, :, input_pos] = v.transpose(1, 2).to(vc.dtype)
-        return kc[:, :, :length], vc[:, :, :length]
+
+@dataclass
+class Packed:
+    """New tokens of several sequences packed into one row (1, N), as continuous batching runs them:
+    sequence i has `lengths[i]` tokens, to be written into KV-cache row `slots[i]` from position `starts[i]`.
+    Linear layers see all N tokens at once; attention runs per sequence, each over its own cache row."""
+    slots: list[int]
+    starts: list[int]
+    lengths: list[int]
+
+    def __post_init__(self):
+        lengths = torch.tensor(self.lengths)
+        self.token_slots = torch.tensor(self.slots).repeat_interleave(lengths)  # (N,)
+        self.positions = torch.cat([torch.arange(s, s + n) for s, n in zip(self.starts, self.lengths)])  # (N,)
+        self.ends = lengths.cumsum(0)  # each sequence's last token is at ends[i] - 1
+        self.masks = [None if start == 0 or n == 1 else  # causal from 0, or a single query: no mask needed
+                      torch.arange(start + n) <= torch.arange(start, start + n)[:, None]  # (n, start + n)
+                      for start, n in zip(self.starts, self.lengths)]
 
 
 class Attention(nn.Module):
@@ -96,20 +110,34 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(n_heads * self.head_dim, config.dim, bias=bias and config.arch == "llama")
         self.kv_cache: KVCache | None = None
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, input_pos: Tensor | None,
-                length: int, rows: slice) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, packed: Packed | None) -> Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, H_kv, T, D)
-        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)  # (B, T, H, D)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)  # (B, T, H_kv, D)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if self.kv_cache is not None and input_pos is not None:
-            # attention runs in the cache's dtype: float32 on CPU, where bf16 SDPA is ~6x slower at decode
-            q, k, v = q.to(self.kv_cache.k.dtype), *self.kv_cache.update(rows, input_pos, k, v, length)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True).to(x.dtype)
+        if packed is None:
+            y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                               is_causal=True, enable_gqa=True).transpose(1, 2)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+            y = self._packed_attention(q[0], k[0], v[0], packed)[None].to(x.dtype)
+        return self.o_proj(y.reshape(B, T, self.n_heads * self.head_dim))
+
+    def _packed_attention(self, q: Tensor, k: Tensor, v: Tensor, packed: Packed) -> Tensor:
+        # q: (N, H, D), k, v: (N, H_kv, D); attention runs in the cache's dtype (KV_DTYPE)
+        cache = self.kv_cache
+        cache.k[packed.token_slots, :, packed.positions] = k.to(cache.k.dtype)  # index (N,) + H + index (N,) + D
+        cache.v[packed.token_slots, :, packed.positions] = v.to(cache.v.dtype)
+        q = q.to(cache.k.dtype)
+        out, lo = [], 0
+        for slot, start, n, mask in zip(packed.slots, packed.starts, packed.lengths, packed.masks):
+            qi = q[lo:lo + n].transpose(0, 1)[None]  # (1, H, n, D)
+            ki, vi = cache.k[slot:slot + 1, :, :start + n], cache.v[slot:slot + 1, :, :start + n]  # (1, H_kv, L, D)
+            yi = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask, is_causal=mask is None and n > 1,
+                                                enable_gqa=True)
+            out.append(yi[0].transpose(0, 1))  # (n, H, D)
+            lo += n
+        return torch.cat(out)
 
 
 class MLP(nn.Module):
@@ -132,9 +160,8 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.dim, config.norm_eps)
         self.mlp = MLP(config.dim, shape.intermediate_size)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, input_pos: Tensor | None,
-                length: int, rows: slice) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, input_pos, length, rows)
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, packed: Packed | None) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, packed)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -168,7 +195,7 @@ class Transformer(nn.Module):
         usable = cache is not None and (torch.is_inference_mode_enabled() or not cache.k.is_inference())
         if usable and max_batch <= self.max_batch and max_seq_len <= self.max_seq_len:
             return
-        dtype = dtype or torch.float32  # see Attention.forward: float32 attention is faster on CPU
+        dtype = dtype or KV_DTYPE
         self.max_batch, self.max_seq_len = max_batch, max_seq_len
         for block in self.layers:
             attn = block.self_attn
@@ -183,27 +210,39 @@ class Transformer(nn.Module):
         """idx (B, T) token ids -> logits (B, T, vocab) in float32; (B, 1, vocab) with last_only.
 
         Without input_pos: a plain causal pass over positions 0..T-1, no cache.
-        With input_pos, (T,) shared or (B, T) per sequence: writes this chunk's keys/values into cache
-        rows slot..slot+B-1 at those positions; each sequence attends to its own cache up to its position.
+        With input_pos, (T,) shared or (B, T) per sequence, consecutive positions: writes this chunk's keys and
+        values into cache rows slot..slot+B-1 at those positions; each sequence attends to its own cache.
         """
         B, T = idx.shape
-        rows = slice(slot, slot + B)
         if input_pos is None:
             cos, sin = self.rope(torch.arange(T))
-            mask, length = None, T
-        else:
-            if slot + B > self.max_batch:
-                raise RuntimeError(f"cache rows {slot}..{slot + B - 1} do not exist; call setup_caches() first")
-            input_pos = input_pos.expand(B, T)
-            length = int(input_pos.max()) + 1
-            if length > self.max_seq_len:
-                raise ValueError(f"position {length - 1} is past the KV cache ({self.max_seq_len} positions)")
-            cos, sin = self.rope(input_pos)  # (B, T, D)
-            cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, D): broadcast over heads
-            mask = (torch.arange(length) <= input_pos[..., None])[:, None]  # (B, 1, T, length): only the past
+            return self._logits(self._hidden(idx, cos[:, None], sin[:, None], None), last_only)
+        input_pos = input_pos.expand(B, T)
+        if T > 1 and not bool((input_pos.diff(dim=1) == 1).all()):
+            raise ValueError("input_pos must be consecutive positions in each row")
+        packed = Packed(list(range(slot, slot + B)), input_pos[:, 0].tolist(), [T] * B)
+        at = packed.ends - 1 if last_only else None
+        return self.forward_packed(idx.reshape(1, -1), packed, at).view(B, 1 if last_only else T, -1)
+
+    def forward_packed(self, idx: Tensor, packed: Packed, logits_at: Tensor | None = None) -> Tensor:
+        """idx (1, N): the packed sequences' tokens -> logits (N, vocab) in float32, or only at the token
+        indices `logits_at`. Writes every token's keys and values into the KV cache."""
+        if max(packed.slots) >= self.max_batch:
+            raise RuntimeError(f"cache row {max(packed.slots)} does not exist; call setup_caches() first")
+        length = max(s + n for s, n in zip(packed.starts, packed.lengths))
+        if length > self.max_seq_len:
+            raise ValueError(f"position {length - 1} is past the KV cache ({self.max_seq_len} positions)")
+        cos, sin = self.rope(packed.positions)  # (N, D)
+        x = self._hidden(idx, cos[:, None], sin[:, None], packed)[0]  # (N, dim)
+        return self._logits(x if logits_at is None else x[logits_at], False)
+
+    def _hidden(self, idx: Tensor, cos: Tensor, sin: Tensor, packed: Packed | None) -> Tensor:
         x = self.embed_tokens(idx)
         for block in self.layers:
-            x = block(x, cos, sin, mask, input_pos, length, rows)
+            x = block(x, cos, sin, packed)
+        return x
+
+    def _logits(self, x: Tensor, last_only: bool) -> Tensor:
         if last_only:  # prefill needs only the next token's logits: skip the vocab-wide head elsewhere
             x = x[:, -1:]
         return self.lm_head(self.norm(x)).float()

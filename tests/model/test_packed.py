@@ -1,0 +1,81 @@
+"""Packed batches (many sequences in one forward pass) and oneDNN-packed linear layers, on the default model."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from tinythink.model import packed_linear
+from tinythink.model.packed_linear import PackedLinear, pack_linears
+from tinythink.model.quantize import Int8Linear
+from tinythink.model.transformer import Packed
+
+PROMPTS = ["<|im_start|>user\nWhy is the sky blue?<|im_end|>\n",
+           "<|im_start|>user\nName three colours and a fruit, then count to five.<|im_end|>\n<|im_start|>assistant\n"]
+
+
+def test_a_packed_batch_equals_each_sequence_alone(ours):
+    """Two prompts prefilled from 0 and from a cached start, plus a decode token, in one pass: each equals a
+    plain causal forward of its own sequence."""
+    model, tok = ours.model, ours.tokenizer
+    a, b = (tok.encode(p) for p in PROMPTS)
+    with torch.inference_mode():
+        full_a, full_b = model(torch.tensor([a]))[0], model(torch.tensor([b]))[0]
+        model.setup_caches(3, 64)
+        model.forward_packed(torch.tensor([b[:16]]), Packed([2], [0], [16]))  # b's first 16 tokens, cached earlier
+        model.forward_packed(torch.tensor([a[:5]]), Packed([0], [0], [5]))
+        # row 0 decodes a[5]; row 1 prefills all of a; row 2 continues b from position 16
+        tokens = [a[5]] + a + b[16:]
+        out = model.forward_packed(torch.tensor([tokens]), Packed([0, 1, 2], [5, 0, 16], [1, len(a), len(b) - 16]))
+        model.clear_caches()
+    assert out.shape == (len(tokens), model.config.vocab_size)
+    assert (out[0] - full_a[5]).abs().max() < 1e-4
+    assert (out[1:1 + len(a)] - full_a).abs().max() < 1e-4
+    assert (out[1 + len(a):] - full_b[16:]).abs().max() < 1e-4
+
+
+def test_logits_only_where_asked(ours):
+    model, ids = ours.model, ours.tokenizer.encode(PROMPTS[0])
+    with torch.inference_mode():
+        model.setup_caches(1, 64)
+        packed = Packed([0], [0], [len(ids)])
+        out = model.forward_packed(torch.tensor([ids]), packed, packed.ends - 1)
+        full = model(torch.tensor([ids]))[0, -1]
+        model.clear_caches()
+    assert out.shape == (1, model.config.vocab_size) and (out[0] - full).abs().max() < 1e-4
+
+
+def test_positions_must_be_consecutive(ours):
+    with pytest.raises(ValueError, match="consecutive"):
+        ours.model.setup_caches(1, 16)
+        ours.model(torch.tensor([[1, 2, 3]]), input_pos=torch.tensor([0, 2, 3]))
+    ours.model.clear_caches()
+
+
+@pytest.mark.skipif(not packed_linear.available(), reason="this PyTorch build has no oneDNN")
+def test_packed_linear_matches_dense():
+    torch.manual_seed(0)
+    linear = nn.Linear(576, 1536, bias=True)
+    packed = PackedLinear(linear)
+    for rows in (1, 7, 64):
+        x = torch.randn(2, rows, 576)
+        assert torch.allclose(packed(x), linear(x), atol=1e-4, rtol=1e-5)
+    assert torch.equal(packed.weight, linear.weight)  # the dense weight comes back exactly
+
+
+@pytest.mark.skipif(not packed_linear.available(), reason="this PyTorch build has no oneDNN")
+def test_pack_linears_swaps_float32_layers_only(ours):
+    model = copy.deepcopy(ours.model)
+    model.layers[0].mlp.up_proj = Int8Linear.from_float(model.layers[0].mlp.up_proj)
+    ids = torch.tensor([ours.tokenizer.encode(PROMPTS[1])])
+    with torch.inference_mode():
+        before = model(ids)
+        pack_linears(model)
+        after = model(ids)
+    assert isinstance(model.layers[2].self_attn.q_proj, PackedLinear) and isinstance(model.lm_head, PackedLinear)
+    assert isinstance(model.layers[0].mlp.up_proj, Int8Linear)
+    assert (before - after).abs().max() < 1e-2  # float32 rounding, amplified by the bfloat16 int8 layer
+    assert torch.equal(before.argmax(-1), after.argmax(-1))
+    bf16 = nn.ModuleDict({"proj": nn.Linear(8, 8).to(torch.bfloat16)})
+    assert type(pack_linears(bf16)["proj"]) is nn.Linear
