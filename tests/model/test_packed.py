@@ -16,23 +16,24 @@ PROMPTS = ["<|im_start|>user\nWhy is the sky blue?<|im_end|>\n",
 
 
 def test_a_packed_batch_equals_each_sequence_alone(ours):
-    """Two prompts prefilled from 0 and from a cached start, plus a decode token, in one pass: each equals a
-    plain causal forward of its own sequence."""
+    """Two decode tokens (attending together), a prompt prefilled from 0 and one continued from a cached start,
+    in one pass: each equals a plain causal forward of its own sequence."""
     model, tok = ours.model, ours.tokenizer
     a, b = (tok.encode(p) for p in PROMPTS)
     with torch.inference_mode():
         full_a, full_b = model(torch.tensor([a]))[0], model(torch.tensor([b]))[0]
-        model.setup_caches(3, 64)
-        model.forward_packed(torch.tensor([b[:16]]), Packed([2], [0], [16]))  # b's first 16 tokens, cached earlier
-        model.forward_packed(torch.tensor([a[:5]]), Packed([0], [0], [5]))
-        # row 0 decodes a[5]; row 1 prefills all of a; row 2 continues b from position 16
-        tokens = [a[5]] + a + b[16:]
-        out = model.forward_packed(torch.tensor([tokens]), Packed([0, 1, 2], [5, 0, 16], [1, len(a), len(b) - 16]))
+        model.setup_caches(5, 64)
+        model.forward_packed(torch.tensor([a[:5] + b[:16] + b[:10]]), Packed([0, 2, 4], [0, 0, 0], [5, 16, 10]))
+        # rows 0 and 4 decode a[5] and b[10]; row 1 prefills all of a; row 2 continues b from 16; row 3 is idle
+        tokens = [a[5]] + a + b[16:] + [b[10]]
+        out = model.forward_packed(torch.tensor([tokens]),
+                                   Packed([0, 1, 2, 4], [5, 0, 16, 10], [1, len(a), len(b) - 16, 1]))
         model.clear_caches()
     assert out.shape == (len(tokens), model.config.vocab_size)
     assert (out[0] - full_a[5]).abs().max() < 1e-4
     assert (out[1:1 + len(a)] - full_a).abs().max() < 1e-4
-    assert (out[1 + len(a):] - full_b[16:]).abs().max() < 1e-4
+    assert (out[1 + len(a):-1] - full_b[16:]).abs().max() < 1e-4
+    assert (out[-1] - full_b[10]).abs().max() < 1e-4
 
 
 def test_logits_only_where_asked(ours):

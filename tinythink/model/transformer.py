@@ -93,9 +93,21 @@ class Packed:
         self.token_slots = torch.tensor(self.slots).repeat_interleave(lengths)  # (N,)
         self.positions = torch.cat([torch.arange(s, s + n) for s, n in zip(self.starts, self.lengths)])  # (N,)
         self.ends = lengths.cumsum(0)  # each sequence's last token is at ends[i] - 1
-        self.masks = [None if start == 0 or n == 1 else  # causal from 0, or a single query: no mask needed
-                      torch.arange(start + n) <= torch.arange(start, start + n)[:, None]  # (n, start + n)
-                      for start, n in zip(self.starts, self.lengths)]
+        # Single tokens (decoding) attend in one batched call over cache rows 0..R-1, each row masked to its
+        # own length (rows not decoding see only position 0, so their dummy output stays finite).
+        single = [i for i, n in enumerate(self.lengths) if n == 1]
+        self.decoding = None
+        if len(single) > 1:
+            slots = torch.tensor([self.slots[i] for i in single])
+            visible = torch.ones(int(slots.max()) + 1, dtype=torch.long)
+            visible[slots] = torch.tensor([self.starts[i] + 1 for i in single])
+            mask = (torch.arange(int(visible.max())) < visible[:, None])[:, None, None]  # (R, 1, 1, L)
+            self.decoding = (self.ends[single] - 1, slots, mask)
+        # Each other sequence attends on its own: (first token, slot, start, length, mask)
+        self.others = [(int(self.ends[i]) - n, self.slots[i], self.starts[i], n,
+                        None if self.starts[i] == 0 or n == 1 else  # causal from 0, or a single query: no mask
+                        torch.arange(self.starts[i] + n) <= torch.arange(self.starts[i], self.starts[i] + n)[:, None])
+                       for i, n in enumerate(self.lengths) if self.decoding is None or n > 1]
 
 
 class Attention(nn.Module):
@@ -129,15 +141,22 @@ class Attention(nn.Module):
         cache.k[packed.token_slots, :, packed.positions] = k.to(cache.k.dtype)  # index (N,) + H + index (N,) + D
         cache.v[packed.token_slots, :, packed.positions] = v.to(cache.v.dtype)
         q = q.to(cache.k.dtype)
-        out, lo = [], 0
-        for slot, start, n, mask in zip(packed.slots, packed.starts, packed.lengths, packed.masks):
+        y = torch.empty_like(q)
+        if packed.decoding is not None:
+            tokens, slots, mask = packed.decoding
+            R, L = mask.shape[0], mask.shape[-1]
+            qb = q.new_zeros(R, self.n_heads, 1, self.head_dim)
+            qb[slots] = q[tokens][:, :, None]  # (R, H, 1, D)
+            yb = F.scaled_dot_product_attention(qb, cache.k[:R, :, :L], cache.v[:R, :, :L], attn_mask=mask,
+                                                enable_gqa=True)
+            y[tokens] = yb[slots, :, 0]
+        for lo, slot, start, n, mask in packed.others:
             qi = q[lo:lo + n].transpose(0, 1)[None]  # (1, H, n, D)
             ki, vi = cache.k[slot:slot + 1, :, :start + n], cache.v[slot:slot + 1, :, :start + n]  # (1, H_kv, L, D)
             yi = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask, is_causal=mask is None and n > 1,
                                                 enable_gqa=True)
-            out.append(yi[0].transpose(0, 1))  # (n, H, D)
-            lo += n
-        return torch.cat(out)
+            y[lo:lo + n] = yi[0].transpose(0, 1)  # (n, H, D)
+        return y
 
 
 class MLP(nn.Module):
