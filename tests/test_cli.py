@@ -85,15 +85,16 @@ def test_quantize_then_generate(tmp_path):
 
 
 def test_bench_prints_a_table_per_variant(tmp_path):
-    r = run("bench", "--variants", "int4,bfloat16", "--prompt-lengths", "32", "--streams", "1,2",
-            "--new-tokens", "4", "--json", str(tmp_path / "b.json"), timeout=400)
+    r = run("bench", "--variants", "int4,float32", "--prompt-lengths", "32", "--streams", "1,2",
+            "--new-tokens", "4", "--tickets", "12", "--json", str(tmp_path / "b.json"), timeout=400)
     assert r.returncode == 0, r.stderr
-    rows = [line for line in r.stdout.splitlines() if line.startswith("| int4") or line.startswith("| bfloat16")]
-    assert len(rows) == 2
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| int4") or line.startswith("| float32")]
+    assert len(rows) == 2 and "12 tickets s" in r.stdout
     import json
 
     results = json.loads((tmp_path / "b.json").read_text())
-    assert [x["variant"] for x in results] == ["int4", "bfloat16"]
+    assert [x["variant"] for x in results] == ["int4", "float32"]
     assert all(x["decode_tok_s"] > 0 and x["streams"]["2"]["tok_s"] > 0 for x in results)
+    assert all(x["tickets"]["n"] == 12 and x["tickets"]["wall_s"] > 0 for x in results)
     r = run("bench", "--variants", "int3")
     assert r.returncode == 2 and "unknown variant 'int3'" in r.stderr

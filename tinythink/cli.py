@@ -266,7 +266,7 @@ def cmd_bench(args):
           file=sys.stderr)
     try:
         results = bench.run(args.model, args.variants, args.threads, args.prompt_lengths, args.streams,
-                            args.new_tokens, progress=lambda m: print(m, file=sys.stderr))
+                            args.new_tokens, args.tickets, progress=lambda m: print(m, file=sys.stderr))
     except RuntimeError as e:
         raise TinythinkError(f"benchmark failed: {e}") from None
     print(bench.table(results))
@@ -396,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-lengths", type=_int_list, default=[128, 512, 2048], help="prefill lengths")
     p.add_argument("--streams", type=_int_list, default=[1, 4, 16], help="concurrent stream counts")
     p.add_argument("--new-tokens", type=int, default=64, help="tokens generated per stream (default 64)")
+    p.add_argument("--tickets", type=int, default=200,
+                   help="support tickets in the lightweight workload, each classified end to end (default 200)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.set_defaults(func=cmd_bench)
 
@@ -420,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", type=int, choices=(8, 4), default=None, help="quantize the model run here")
     p.add_argument("--reference-quantize", type=int, choices=(8, 4), default=None,
                    help="quantize the reference run here")
-    p.add_argument("--concurrency", type=int, default=16, help="requests in flight, the batch size (default 16)")
+    p.add_argument("--concurrency", type=int, default=64, help="requests in flight, the batch size (default 64)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for models run here")
     p.add_argument("--export-lm-eval", metavar="DIR", help="instead of running, write the suite's bridged tasks as "
                                                            "lm-evaluation-harness task files and print the command")
