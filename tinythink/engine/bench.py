@@ -82,7 +82,7 @@ def _prompt(tokenizer, n: int) -> list[int]:
 @torch.inference_mode()
 def measure(model_ref: str, variant: str, threads: int, prompt_lengths: list[int], streams: list[int],
             new_tokens: int, tickets: int = 200) -> dict:
-    from tinythink.engine.batch import BatchEngine
+    from tinythink.engine.batch import BatchEngine, kv_bytes_per_token
     from tinythink.engine.generate import generate
     from tinythink.engine.sampling import SamplingParams
     from tinythink.model.load import load_model
@@ -122,7 +122,8 @@ def measure(model_ref: str, variant: str, threads: int, prompt_lengths: list[int
 
     result["streams"] = {}
     model.clear_caches()
-    engine = BatchEngine(model, max_batch=max(streams), context=1024, prefix_cache_bytes=0)
+    pool = dict(max_batch=max(streams), context=1024, kv_budget_bytes=max(streams) * 1024 * kv_bytes_per_token(model))
+    engine = BatchEngine(model, **pool, prefix_cache_bytes=0)
     for s in streams:
         prompts = [_prompt(tok, 100 + 7 * i) for i in range(s)]  # different lengths, as real traffic has
         t = time.perf_counter()
@@ -140,7 +141,7 @@ def measure(model_ref: str, variant: str, threads: int, prompt_lengths: list[int
             "p50_s": statistics.median(latencies),
             "p95_s": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))],
         }
-    engine = BatchEngine(model, max_batch=max(streams), context=1024)  # with the prefix cache, as served
+    engine = BatchEngine(model, **pool)  # with the prefix cache, as served
     result["tickets"] = _tickets(engine, loaded, tickets)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result

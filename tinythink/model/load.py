@@ -12,7 +12,7 @@ from tinythink.errors import ModelFileError, TinythinkError
 from tinythink.model.config import ModelConfig
 from tinythink.model.gguf_file import GGUFFile
 from tinythink.model.hf_checkpoint import config_from_hf, load_state_dict, save_hf_dir
-from tinythink.model.quantize import quantize_model, quantize_tensors, swap_to_quantized
+from tinythink.model.quantize import quantize_model, quantize_tensors, run_rest_in, swap_to_quantized
 from tinythink.model.registry import KNOWN_MODELS, resolve
 from tinythink.model.transformer import Transformer
 from tinythink.text.tokenizer import Tokenizer
@@ -87,8 +87,16 @@ def load_model(ref: str, dtype: torch.dtype = torch.float32, quantize: int | Non
                group_size: int = 32) -> LoadedModel:
     """Load a model; with `quantize` (8 or 4 bits), its linear layers are quantized after loading.
 
-    Quantized models (loaded or made here) run in bfloat16, whatever `dtype` says.
+    Quantized models (loaded or made here) run their other weights in bfloat16 where the CPU computes in it
+    natively and in float32 elsewhere, whatever `dtype` says.
     """
+    loaded = _load(ref, dtype, quantize, group_size)
+    if loaded.model.config.quantization:
+        run_rest_in(loaded.model, dtype_named("auto"))
+    return loaded
+
+
+def _load(ref: str, dtype: torch.dtype, quantize: int | None, group_size: int) -> LoadedModel:
     path = resolve(ref)
     if path.is_dir():
         sd = load_state_dict(path)

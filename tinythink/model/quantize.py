@@ -4,8 +4,11 @@
 - int4: one scale and one minimum per group of `group_size` input weights, asymmetric, round to nearest.
 
 Both run on PyTorch's CPU weight-only kernels (`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`), which
-are fast with bfloat16 activations: quantized models run in bfloat16. The stored int4 format is plain
-nibbles (two weights a byte), portable across machines; the CPU kernel's packed layout is made at load time.
+are fast with bfloat16 activations (and very slow with float32 ones): a quantized layer computes in bfloat16
+and hands back its input's dtype. The rest of a quantized model (embeddings, norms, a tied output head) runs
+in bfloat16 where the CPU has it natively, and in float32 elsewhere (`run_rest_in`), where emulated bfloat16
+costs more than it saves. The stored int4 format is plain nibbles (two weights a byte), portable across
+machines; the CPU kernel's packed layout is made at load time.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ class Int8Linear(nn.Module):
         shape = x.shape
         y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, shape[-1]).to(torch.bfloat16), self.weight, self.scales)
         y = y.reshape(*shape[:-1], self.out_features)
-        return y + self.bias if self.bias is not None else y
+        return (y + self.bias if self.bias is not None else y).to(x.dtype)
 
 
 class Int4Linear(nn.Module):
@@ -108,7 +111,17 @@ class Int4Linear(nn.Module):
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, shape[-1]).to(torch.bfloat16), self._packed,
                                                        self.group_size, self._scales_zeros)
         y = y.reshape(*shape[:-1], self.out_features)
-        return y + self.bias if self.bias is not None else y
+        return (y + self.bias if self.bias is not None else y).to(x.dtype)
+
+
+def run_rest_in(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Cast a quantized model's other weights (embeddings, norms, unquantized linears) to `dtype`, in place;
+    the quantized layers keep their bfloat16 scales and biases, which their kernels need."""
+    for module in model.modules():
+        if not isinstance(module, (Int8Linear, Int4Linear)):
+            for p in module.parameters(recurse=False):  # a tied head shares its Parameter: cast once, seen by both
+                p.data = p.data.to(dtype)
+    return model
 
 
 def quantized_linears(config) -> list[str]:
