@@ -29,8 +29,10 @@ TICKET_PARTS = {
     "billing": ["I was charged twice for my {plan} plan this month.", "My invoice shows {amount} but I expected less."],
     "technical": ["The app crashes when I open the {page} page.", "Sync stopped working after the {version} update."],
     "account": ["I can't log in; the password reset email never arrives.", "Please change the email on my account."],
-    "shipping": ["My order {order} hasn't arrived after two weeks.", "The tracking for order {order} stopped updating."],
-    "refund": ["I returned order {order} and would like my {amount} back.", "Please cancel and refund order {order}."],
+    "shipping": ["My order {order} hasn't arrived after two weeks.",
+                 "The tracking for order {order} stopped updating."],
+    "refund": ["I returned order {order} and would like my {amount} back.",
+               "Please cancel and refund order {order}."],
     "feedback": ["Just wanted to say the new {page} page is great.", "It would be nice to have a dark mode in the app."],
 }
 # the answer is begun for the model: at 135M parameters it follows this far better than an instruction alone
@@ -167,7 +169,8 @@ def table(results: list[dict]) -> str:
     lengths = list(base["prefill_tok_s"])
     streams = list(base["streams"])
     head = (["variant"] + [f"prefill@{n} tok/s" for n in lengths] + ["TTFT ms (200)", "decode tok/s"]
-            + [f"{s} streams tok/s (p50/p95 s)" for s in streams] + [f"{base['tickets']['n']} tickets s", "peak RSS MB", "load s"])
+            + [f"{s} streams tok/s (p50/p95 s)" for s in streams]
+            + [f"{base['tickets']['n']} tickets s", "peak RSS MB", "load s"])
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         cells = ([r["variant"]] + [f"{r['prefill_tok_s'][n]:.0f}" for n in lengths]
