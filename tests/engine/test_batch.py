@@ -151,3 +151,13 @@ def test_engine_thread_serves_concurrent_clients(ours, engine):
 def test_prompt_longer_than_a_slot_is_rejected(ours, engine):
     with pytest.raises(PromptTooLongError):
         engine.submit(list(range(100, 100 + engine.context)), GREEDY)
+
+
+def test_kv_pool_sized_by_its_context(ours):
+    try:
+        eng = BatchEngine(ours.model, max_batch=3, context=100, kv_budget_bytes=None)
+        assert eng.context == 100 and ours.model.layers[0].self_attn.kv_cache.k.shape[:3] == (3, 3, 100)
+        with pytest.raises(ValueError, match="needs the context"):
+            BatchEngine(ours.model, max_batch=3, kv_budget_bytes=None)
+    finally:
+        ours.model.clear_caches()

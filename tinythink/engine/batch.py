@@ -71,10 +71,15 @@ def kv_bytes_per_token(model: Transformer) -> int:
 
 class BatchEngine:
     def __init__(self, model: Transformer, max_batch: int = 16, context: int | None = None,
-                 kv_budget_bytes: int = 1 << 30, prefill_chunk: int = 256, prefix_block: int = 64,
+                 kv_budget_bytes: int | None = 1 << 30, prefill_chunk: int = 256, prefix_block: int = 64,
                  prefix_cache_bytes: int = 256 << 20):
+        """A KV budget of None gives every slot the whole `context` (which must then be given)."""
         if prefill_chunk % prefix_block:
             raise ValueError("prefill_chunk must be a multiple of prefix_block")
+        if kv_budget_bytes is None:
+            if context is None:
+                raise ValueError("a KV pool sized by its context needs the context")
+            kv_budget_bytes = max_batch * context * kv_bytes_per_token(model)
         per_slot = kv_budget_bytes // (max_batch * kv_bytes_per_token(model))
         self.context = min(context or model.config.max_seq_len, model.config.max_seq_len, per_slot)
         if self.context < 16:

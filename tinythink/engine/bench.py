@@ -84,7 +84,7 @@ def _prompt(tokenizer, n: int) -> list[int]:
 @torch.inference_mode()
 def measure(model_ref: str, variant: str, threads: int, prompt_lengths: list[int], streams: list[int],
             new_tokens: int, tickets: int = 200) -> dict:
-    from tinythink.engine.batch import BatchEngine, kv_bytes_per_token
+    from tinythink.engine.batch import BatchEngine
     from tinythink.engine.generate import generate
     from tinythink.engine.sampling import SamplingParams
     from tinythink.model.load import load_model
@@ -124,7 +124,7 @@ def measure(model_ref: str, variant: str, threads: int, prompt_lengths: list[int
 
     result["streams"] = {}
     model.clear_caches()
-    pool = dict(max_batch=max(streams), context=1024, kv_budget_bytes=max(streams) * 1024 * kv_bytes_per_token(model))
+    pool = dict(max_batch=max(streams), context=1024, kv_budget_bytes=None)  # every slot holds 1,024 tokens
     engine = BatchEngine(model, **pool, prefix_cache_bytes=0)
     for s in streams:
         prompts = [_prompt(tok, 100 + 7 * i) for i in range(s)]  # different lengths, as real traffic has

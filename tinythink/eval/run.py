@@ -169,7 +169,6 @@ def local_endpoint(ref: str, dtype: str = "auto", quantize: int | None = None, m
     import torch
     import uvicorn
 
-    from tinythink.engine.batch import kv_bytes_per_token
     from tinythink.llm import LLM
     from tinythink.model.load import dtype_named, load_model
     from tinythink.serve.app import ServerSettings, create_app
@@ -184,9 +183,9 @@ def local_endpoint(ref: str, dtype: str = "auto", quantize: int | None = None, m
             "parameters": sum(p.numel() for p in model.parameters()),
             "weight_bytes": sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]),
             "file_bytes": loaded.file_bytes, "threads": torch.get_num_threads(), "max_batch": max_batch}
-    kv_budget = max_batch * context * kv_bytes_per_token(model)  # every slot gets the whole context
+    # after `info`: the KV pool is not part of the weights; every slot holds the whole context
     host = ModelHost(name, LLM(loaded), max_batch=max_batch, max_queue=1 << 16, context=context,
-                     kv_budget_bytes=kv_budget)  # after `info`: the KV pool is not part of the weights
+                     kv_budget_bytes=None)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app({name: host}, ServerSettings()), host="127.0.0.1", port=port,
                                            log_level="warning"))
