@@ -35,11 +35,22 @@ $(VENV)/.dev-deps: $(VENV)/.deps
 deps: $(VENV)/.deps
 dev-deps: $(VENV)/.dev-deps
 
-# llama.cpp for side-by-side benchmarks only. Its native build enables an AMX path that crashes on
-# some Xeons at the first decode, so the instruction sets are named explicitly.
+# llama.cpp for side-by-side benchmarks only: llama-cpp-python, and llama-server built from the llama.cpp
+# sources vendored in the same release's sdist, into $(BIN). Its native build enables an AMX path that
+# crashes on some Xeons at the first decode, so the instruction sets are named explicitly.
+LLAMA_SRC := build/llama-cpp-python-src
 bench-deps: $(VENV)/.deps
 	$(BIN)/pip uninstall --quiet --yes llama-cpp-python || true
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --no-cache-dir llama-cpp-python
+	$(BIN)/pip install --quiet cmake ninja
+	rm -rf $(LLAMA_SRC) && mkdir -p $(LLAMA_SRC)
+	$(BIN)/pip download --quiet --no-deps --no-binary :all: --dest $(LLAMA_SRC) \
+		"llama-cpp-python==$$($(BIN)/python -c 'import llama_cpp; print(llama_cpp.__version__)')"
+	tar -xzf $(LLAMA_SRC)/llama_cpp_python-*.tar.gz -C $(LLAMA_SRC) --strip-components=1
+	$(BIN)/cmake -S $(LLAMA_SRC)/vendor/llama.cpp -B $(LLAMA_SRC)/build -G Ninja -DCMAKE_BUILD_TYPE=Release \
+		-DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF $(LLAMA_CMAKE_ARGS)
+	$(BIN)/cmake --build $(LLAMA_SRC)/build --target llama-server
+	cp $(LLAMA_SRC)/build/bin/llama-server $(BIN)/llama-server
 
 # The main job: the OpenAI-compatible server on the default model, at http://127.0.0.1:8000/v1
 serve: $(VENV)/.deps

@@ -98,3 +98,5 @@ def test_bench_prints_a_table_per_variant(tmp_path):
     assert all(x["tickets"]["n"] == 12 and x["tickets"]["wall_s"] > 0 for x in results)
     r = run("bench", "--variants", "int3")
     assert r.returncode == 2 and "unknown variant 'int3'" in r.stderr
+    r = run("bench", "--variants", "int4,transformers", "--chart", str(tmp_path / "c.png"))
+    assert r.returncode == 2 and "add llama.cpp or llama-server" in r.stderr

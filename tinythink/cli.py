@@ -262,6 +262,10 @@ def cmd_bench(args):
     for v in args.variants:
         if v not in BENCH_VARIANTS:
             raise TinythinkError(f"unknown variant {v!r} (choose from {', '.join(BENCH_VARIANTS)})")
+    if args.chart and not (set(args.variants) & {"llama.cpp", "llama-server"}
+                           and set(args.variants) - set(bench.bench_baselines.RUNTIMES)):
+        raise TinythinkError("--chart draws tinythink against llama.cpp: add llama.cpp or llama-server, and a "
+                             "tinythink variant, to --variants")
     print(f"# tinythink bench: {args.model}, {args.threads} threads, {args.new_tokens} new tokens per stream",
           file=sys.stderr)
     try:
@@ -270,11 +274,17 @@ def cmd_bench(args):
     except RuntimeError as e:
         raise TinythinkError(f"benchmark failed: {e}") from None
     print(bench.table(results))
+    versus = bench.ratios(results)
+    if versus:
+        print("\n" + versus)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+    if args.chart:
+        bench.chart(results, args.chart)
 
 
-BENCH_VARIANTS = ("float32", "bfloat16", "int8", "int4", "float32-unpacked")
+BENCH_VARIANTS = ("float32", "bfloat16", "int8", "int4", "float32-unpacked", "llama.cpp", "llama-server",
+                  "transformers")
 
 
 def cmd_eval(args):
@@ -386,12 +396,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("bench", help="measure prefill, decode, time to first token and batched throughput",
-                       description="Speed and memory of each variant of a model, each in its own process, "
-                                   "side by side in one run. Prints a Markdown table.")
+                       description="Speed and memory of each variant of a model, and of llama.cpp and "
+                                   "transformers on the same model, each in its own process, side by side in "
+                                   "one run. Prints Markdown tables: the figures, then each tinythink variant "
+                                   "against the best llama.cpp figure.")
     p.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"model reference (default {DEFAULT_MODEL})")
     p.add_argument("--variants", type=lambda t: t.split(","), default=list(BENCH_VARIANTS[:4]),
-                   help="comma-separated: float32,bfloat16,int8,int4 (default), and float32-unpacked "
-                        "(PyTorch's default float32 kernels, for comparison)")
+                   help="comma-separated: float32,bfloat16,int8,int4 (default), float32-unpacked (PyTorch's "
+                        "default float32 kernels), and the runtimes to compare with: llama.cpp "
+                        "(llama-cpp-python), llama-server (both from make bench-deps) and transformers")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     p.add_argument("--prompt-lengths", type=_int_list, default=[128, 512, 2048], help="prefill lengths")
     p.add_argument("--streams", type=_int_list, default=[1, 4, 16], help="concurrent stream counts")
@@ -399,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tickets", type=int, default=200,
                    help="support tickets in the lightweight workload, each classified end to end (default 200)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--chart", metavar="FILE.png",
+                   help="also draw each tinythink variant against the best llama.cpp figure (needs llama.cpp or "
+                        "llama-server among the variants)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("eval", help="accuracy, retention against a reference, speed and memory, in one report",

@@ -9,13 +9,11 @@ noisy machine.
 from __future__ import annotations
 
 import json
-import resource
-import statistics
 import subprocess
 import sys
 import time
 
-import torch
+from tinythink.engine import bench_baselines
 
 # Prompt text for the measurements: support-ticket prose, the product's typical input.
 TEXT = ("Ticket 4411: the customer writes that the invoice for October was charged twice to the same card, and "
@@ -56,22 +54,23 @@ def support_tickets(n: int, seed: int = 0) -> list[tuple[str, str]]:
     return tickets
 
 
-def _tickets(engine, loaded, n: int = 200) -> dict:
-    """Classify n tickets through the engine, all submitted at once; wall time end to end."""
-    from tinythink.engine.sampling import SamplingParams
+def workload(tokenizer, prompt_lengths: list[int], streams: list[int], new_tokens: int, tickets: int) -> dict:
+    """The token ids every runtime is given, made once, so that each one measures exactly the same work."""
     from tinythink.text.chat_template import ChatTemplate
 
-    tok = loaded.tokenizer
-    template = ChatTemplate(tok.chat_template, tok.bos_token, tok.eos_token)
-    t = time.perf_counter()
-    tickets = support_tickets(n)
-    prompts = [tok.encode(template.render([{"role": "user", "content": text + TICKET_QUESTION}],
-                                          add_generation_prompt=True) + TICKET_ANSWER, add_special_tokens=False)
-               for text, _ in tickets]
-    outputs = engine.generate(prompts, SamplingParams(max_tokens=3, temperature=0.0), tok.stop_ids)
-    wall = time.perf_counter() - t
-    correct = sum(category in tok.decode(o).lower() for o, (_, category) in zip(outputs, tickets))
-    return {"n": n, "wall_s": wall, "accuracy": correct / n, "prompt_tokens": sum(map(len, prompts))}
+    template = ChatTemplate(tokenizer.chat_template, tokenizer.bos_token, tokenizer.eos_token)
+    texts = support_tickets(tickets)
+    return {
+        "prefill": {n: _prompt(tokenizer, n) for n in prompt_lengths},
+        "decode": _prompt(tokenizer, 200),
+        "new_tokens": new_tokens,
+        "streams": {s: [_prompt(tokenizer, 100 + 7 * i) for i in range(s)] for s in streams},  # as real traffic
+        "tickets": [tokenizer.encode(template.render([{"role": "user", "content": text + TICKET_QUESTION}],
+                                                     add_generation_prompt=True) + TICKET_ANSWER,
+                                     add_special_tokens=False) for text, _ in texts],
+        "ticket_tokens": 3,
+        "stop_ids": sorted(tokenizer.stop_ids),
+    }
 
 
 def _prompt(tokenizer, n: int) -> list[int]:
@@ -81,9 +80,10 @@ def _prompt(tokenizer, n: int) -> list[int]:
     return ids[:n]
 
 
-@torch.inference_mode()
-def measure(model_ref: str, variant: str, threads: int, prompt_lengths: list[int], streams: list[int],
-            new_tokens: int, tickets: int = 200) -> dict:
+def measure(model_ref: str, variant: str, threads: int, work: dict) -> dict:
+    """One tinythink variant on the workload, as the engine runs it."""
+    import torch
+
     from tinythink.engine.batch import BatchEngine
     from tinythink.engine.generate import generate
     from tinythink.engine.sampling import SamplingParams
@@ -91,6 +91,7 @@ def measure(model_ref: str, variant: str, threads: int, prompt_lengths: list[int
     from tinythink.model.packed_linear import pack_linears
 
     torch.set_num_threads(threads)
+    torch.set_grad_enabled(False)  # a process of its own, measuring inference only
     quantize = {"int8": 8, "int4": 4}.get(variant)
     start = time.perf_counter()
     dtype = torch.float32 if quantize or variant == "float32-unpacked" else getattr(torch, variant)
@@ -99,12 +100,12 @@ def measure(model_ref: str, variant: str, threads: int, prompt_lengths: list[int
         pack_linears(loaded.model)
     result = {"variant": variant, "load_s": time.perf_counter() - start, "prefill_tok_s": {}}
     model, tok = loaded.model, loaded.tokenizer
-    greedy = SamplingParams(max_tokens=new_tokens, temperature=0.0)
+    greedy = SamplingParams(max_tokens=work["new_tokens"], temperature=0.0)
 
-    list(generate(model, _prompt(tok, 16), SamplingParams(max_tokens=2, temperature=0.0)))  # warm-up
-    for n in prompt_lengths:
+    list(generate(model, work["decode"][:16], SamplingParams(max_tokens=2, temperature=0.0)))  # warm-up
+    for n, prompt in work["prefill"].items():
         model.setup_caches(1, n + 1)
-        ids = torch.tensor([_prompt(tok, n)])
+        ids = torch.tensor([prompt])
         best = float("inf")
         for _ in range(2):
             t = time.perf_counter()
@@ -113,9 +114,8 @@ def measure(model_ref: str, variant: str, threads: int, prompt_lengths: list[int
             best = min(best, time.perf_counter() - t)
         result["prefill_tok_s"][n] = n / best
 
-    prompt = _prompt(tok, 200)
     t = time.perf_counter()
-    tokens = generate(model, prompt, greedy)  # no stop ids: exactly new_tokens tokens
+    tokens = generate(model, work["decode"], greedy)  # no stop ids: exactly new_tokens tokens
     next(tokens)
     first = time.perf_counter()
     n = 1 + sum(1 for _ in tokens)
@@ -124,10 +124,9 @@ def measure(model_ref: str, variant: str, threads: int, prompt_lengths: list[int
 
     result["streams"] = {}
     model.clear_caches()
-    pool = dict(max_batch=max(streams), context=1024, kv_budget_bytes=None)  # every slot holds 1,024 tokens
+    pool = dict(max_batch=max(work["streams"]), context=1024, kv_budget_bytes=None)  # each slot holds 1,024
     engine = BatchEngine(model, **pool, prefix_cache_bytes=0)
-    for s in streams:
-        prompts = [_prompt(tok, 100 + 7 * i) for i in range(s)]  # different lengths, as real traffic has
+    for s, prompts in work["streams"].items():
         t = time.perf_counter()
         reqs = [engine.submit(p, greedy) for p in prompts]
         finished: dict[int, float] = {}
@@ -137,50 +136,155 @@ def measure(model_ref: str, variant: str, threads: int, prompt_lengths: list[int
                 if r.done and r.id not in finished:
                     finished[r.id] = time.perf_counter() - t
         wall = time.perf_counter() - t
-        latencies = sorted(finished.values())
-        result["streams"][s] = {
-            "tok_s": sum(len(r.output) for r in reqs) / wall,
-            "p50_s": statistics.median(latencies),
-            "p95_s": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))],
-        }
-    engine = BatchEngine(model, **pool)  # with the prefix cache, as served
-    result["tickets"] = _tickets(engine, loaded, tickets)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        p50, p95 = bench_baselines.percentiles(list(finished.values()))
+        result["streams"][s] = {"tok_s": sum(len(r.output) for r in reqs) / wall, "p50_s": p50, "p95_s": p95}
+
+    engine = BatchEngine(model, **pool)  # with the prefix cache, as served; all tickets submitted at once
+    t = time.perf_counter()
+    outputs = engine.generate(work["tickets"], SamplingParams(max_tokens=work["ticket_tokens"], temperature=0.0),
+                              tok.stop_ids)
+    result["tickets"] = {"wall_s": time.perf_counter() - t, "answers": [tok.decode(o) for o in outputs]}
+    result["peak_rss_mb"] = bench_baselines.peak_rss_mb()
     return result
 
 
 def run(model_ref: str, variants: list[str], threads: int, prompt_lengths: list[int], streams: list[int],
         new_tokens: int, tickets: int = 200, progress=print) -> list[dict]:
+    from tinythink.model.load import load_tokenizer
+
+    work = workload(load_tokenizer(model_ref), prompt_lengths, streams, new_tokens, tickets)
+    categories = [category for _, category in support_tickets(tickets)]
     results = []
     for variant in variants:
         progress(f"benchmarking {model_ref} {variant} ...")
-        cmd = [sys.executable, "-m", "tinythink.engine.bench", json.dumps(
-            {"model_ref": model_ref, "variant": variant, "threads": threads, "prompt_lengths": prompt_lengths,
-             "streams": streams, "new_tokens": new_tokens, "tickets": tickets})]
-        out = subprocess.run(cmd, capture_output=True, text=True)
+        job = {"model_ref": model_ref, "variant": variant, "threads": threads, "work": work}
+        out = subprocess.run([sys.executable, "-m", "tinythink.engine.bench"], input=json.dumps(job),
+                             capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError(f"{variant}: {out.stderr.strip().splitlines()[-1] if out.stderr else out.returncode}")
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        answers = result["tickets"].pop("answers")
+        correct = sum(category in answer.lower() for answer, category in zip(answers, categories))
+        result["tickets"].update(n=tickets, accuracy=correct / tickets,
+                                 prompt_tokens=sum(map(len, work["tickets"])))
+        results.append(result)
     return results
 
 
-def table(results: list[dict]) -> str:
+def _metrics(results: list[dict]) -> list[tuple[str, callable]]:
+    """(column name, result -> figure or None) for every figure of a run."""
     base = results[0]
-    lengths = list(base["prefill_tok_s"])
-    streams = list(base["streams"])
-    head = (["variant"] + [f"prefill@{n} tok/s" for n in lengths] + ["TTFT ms (200)", "decode tok/s"]
-            + [f"{s} streams tok/s (p50/p95 s)" for s in streams]
-            + [f"{base['tickets']['n']} tickets s", "peak RSS MB", "load s"])
+    columns = [(f"prefill@{n} tok/s", lambda r, n=n: r["prefill_tok_s"][n]) for n in base["prefill_tok_s"]]
+    columns += [("TTFT ms (200)", lambda r: r["ttft_ms"]), ("decode tok/s", lambda r: r["decode_tok_s"])]
+    columns += [(f"{s} streams tok/s", lambda r, s=s: r["streams"] and r["streams"][s]["tok_s"])  # s: str
+                for s in next(r["streams"] for r in results if r["streams"])]
+    columns += [(f"{base['tickets']['n']} tickets s", lambda r: r["tickets"]["wall_s"]),
+                ("peak RSS MB", lambda r: r["peak_rss_mb"])]
+    return columns
+
+
+def table(results: list[dict]) -> str:
+    columns = _metrics(results)
+    head = ["variant"] + [name for name, _ in columns] + ["tickets accuracy", "load s"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
-        cells = ([r["variant"]] + [f"{r['prefill_tok_s'][n]:.0f}" for n in lengths]
-                 + [f"{r['ttft_ms']:.0f}", f"{r['decode_tok_s']:.1f}"]
-                 + [f"{r['streams'][s]['tok_s']:.1f} ({r['streams'][s]['p50_s']:.1f}/{r['streams'][s]['p95_s']:.1f})"
-                    for s in streams]
-                 + [f"{r['tickets']['wall_s']:.1f}", f"{r['peak_rss_mb']:.0f}", f"{r['load_s']:.1f}"])
+        cells = [r["variant"]]
+        for name, figure in columns:
+            value = figure(r)
+            cells.append("—" if value is None else f"{value:.1f}" if value < 100 else f"{value:.0f}")
+            if name.endswith("streams tok/s") and value is not None:  # with latency percentiles
+                stream = r["streams"][name.split()[0]]
+                cells[-1] += f" ({stream['p50_s']:.1f}/{stream['p95_s']:.1f})"
+        cells += [f"{r['tickets']['accuracy']:.2f}", f"{r['load_s']:.1f}"]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
-if __name__ == "__main__":  # one variant, in its own process
-    print(json.dumps(measure(**json.loads(sys.argv[1]))))
+def _versus(results: list[dict]) -> dict[str, dict[str, float | None]] | None:
+    """{tinythink variant: {column: ratio}} against the best llama.cpp figure of the same run
+    (llama-cpp-python or llama-server, whichever is ahead); above 1 means tinythink is ahead, for times and
+    memory too. None when the run has no llama.cpp or no tinythink variant."""
+    llama = [r for r in results if r["variant"] in ("llama.cpp", "llama-server")]
+    ours = [r for r in results if r["variant"] not in bench_baselines.RUNTIMES]
+    if not llama or not ours:
+        return None
+    versus = {}
+    for r in ours:
+        versus[r["variant"]] = row = {}
+        for name, figure in _metrics(results):
+            theirs = [figure(x) for x in llama if figure(x) is not None]
+            lower = name.startswith(("TTFT", "peak RSS")) or "tickets" in name  # times and memory
+            row[name] = (None if not theirs or figure(r) is None
+                         else min(theirs) / figure(r) if lower else figure(r) / max(theirs))
+    return versus
+
+
+def _short(name: str) -> str:
+    """A column's name in the ratio table: what is compared, not its unit."""
+    return name.removesuffix(" tok/s").removesuffix(" MB").removesuffix(" ms (200)").replace(" tickets s", " tickets")
+
+
+def ratios(results: list[dict]) -> str | None:
+    """The ratio table (see `_versus`), or None."""
+    versus = _versus(results)
+    if versus is None:
+        return None
+    names = list(next(iter(versus.values())))
+    head = ["variant vs best llama.cpp"] + [_short(n) for n in names]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for variant, row in versus.items():
+        rows.append("| " + " | ".join([variant] + ["—" if row[n] is None else f"{row[n]:.2f}x" for n in names])
+                    + " |")
+    return "\n".join(rows)
+
+
+def chart(results: list[dict], path: str):
+    """The ratio table as a PNG: one group of bars per figure, log scale, 1 = the best llama.cpp figure."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    versus = _versus(results)
+    if versus is None:
+        raise ValueError("a chart needs llama.cpp or llama-server and a tinythink variant in the run")
+    names = list(next(iter(versus.values())))
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) * max(1, len(versus) / 2) + 1.5))
+    height = 0.8 / len(versus)
+    for k, (variant, row) in enumerate(versus.items()):
+        ys = [i + (k - (len(versus) - 1) / 2) * height for i in range(len(names))]
+        ratio = [row[n] or float("nan") for n in names]  # bars grow from 1: left is behind, right ahead
+        ax.barh(ys, [r - 1 for r in ratio], left=1, height=height, label=variant)
+        for y, n in zip(ys, names):
+            if row[n]:
+                ahead = row[n] >= 1
+                ax.annotate(f"{row[n]:.2f}x", (row[n], y), xytext=(3 if ahead else -3, 0), textcoords="offset points",
+                            va="center", ha="left" if ahead else "right", fontsize=7)
+    ax.set_yticks(range(len(names)), [_short(n) for n in names], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.margins(x=0.15)
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator([2.0 ** k for k in range(-6, 7)]))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}x"))
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.set_xlabel("tinythink / best llama.cpp (log scale; right of 1 = tinythink ahead, times and memory too)")
+    ax.set_title("tinythink vs llama.cpp: the same model, the same token ids", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _child(job: dict) -> dict:
+    work = job["work"]  # JSON made its integer keys strings
+    work["prefill"] = {int(n): ids for n, ids in work["prefill"].items()}
+    work["streams"] = {int(s): prompts for s, prompts in work["streams"].items()}
+    if job["variant"] in bench_baselines.RUNTIMES:
+        return bench_baselines.measure(job["variant"], job["model_ref"], job["threads"], work)
+    return measure(job["model_ref"], job["variant"], job["threads"], work)
+
+
+if __name__ == "__main__":  # one variant, in its own process: the job comes on stdin
+    print(json.dumps(_child(json.load(sys.stdin))))

@@ -96,6 +96,12 @@ def load_model(ref: str, dtype: torch.dtype = torch.float32, quantize: int | Non
     return loaded
 
 
+def load_tokenizer(ref: str) -> Tokenizer:
+    """The tokenizer alone, without the weights."""
+    path = resolve(ref)
+    return Tokenizer.from_hf_dir(path) if path.is_dir() else Tokenizer.from_gguf_metadata(GGUFFile(path).metadata, path)
+
+
 def _load(ref: str, dtype: torch.dtype, quantize: int | None, group_size: int) -> LoadedModel:
     path = resolve(ref)
     if path.is_dir():
