@@ -109,3 +109,21 @@ def test_quantized_engine_batch_equals_single(int8):
         assert engine.generate(prompts, params, tok.stop_ids) == singles
     finally:
         int8.model.clear_caches()
+
+
+def test_tied_head_gets_an_int8_copy_for_inference_only_in_quantized_models(ours, default_gguf):
+    from tinythink.model.quantize import quantize_tied_head
+
+    q = load_model(str(default_gguf), quantize=4)
+    ids = torch.tensor([q.tokenizer.encode(HELD_OUT)])
+    with torch.inference_mode():
+        before = q.model(ids)
+        embeddings = q.model.embed_tokens.weight.clone()
+        quantize_tied_head(q.model)
+        after = q.model(ids)
+    assert type(q.model.lm_head) is Int8Linear and torch.equal(q.model.embed_tokens.weight, embeddings)
+    ppl = lambda logits: torch.exp(torch.nn.functional.cross_entropy(logits[0, :-1].float(), ids[0, 1:])).item()
+    print(f"int4, int8 head: perplexity {ppl(after):.3f} vs {ppl(before):.3f}")
+    assert not torch.equal(before, after) and abs(ppl(after) / ppl(before) - 1) < 0.005
+    assert (before.argmax(-1) == after.argmax(-1)).float().mean() > 0.95
+    assert type(quantize_tied_head(ours.model).lm_head) is not Int8Linear  # float models keep theirs

@@ -124,6 +124,20 @@ def run_rest_in(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     return model
 
 
+def quantize_tied_head(model: nn.Module) -> nn.Module:
+    """For inference, in place: a quantized model's output head, tied to its embeddings, becomes an int8 copy
+    (28 MB for SmolLM2-135M; the embedding table stays for lookups, as llama.cpp's Q8_0 one serves both).
+
+    Every decoded token reads the whole head: in float32 (on CPUs without native bfloat16) it is 113 MB, the
+    largest read of an int4 decoding step. int8 with a scale per row costs the model little (see
+    tests/model/test_quantize.py); the tied head is left out of `quantized_linears` so that saved models keep
+    their embeddings exact and the head can stay what the CPU does best with.
+    """
+    if model.config.quantization and model.config.tie_embeddings and type(model.lm_head) is nn.Linear:
+        model.lm_head = Int8Linear.from_weight(model.embed_tokens.weight.detach())
+    return model
+
+
 def quantized_linears(config) -> list[str]:
     """Names of the linear layers to quantize: all projections, and an untied output head.
 
