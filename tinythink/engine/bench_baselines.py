@@ -19,6 +19,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -96,7 +97,7 @@ def llama_server_binary() -> str:
 def _post(port: int, body: dict) -> dict:
     req = urllib.request.Request(f"http://127.0.0.1:{port}/completion", json.dumps(body).encode(),
                                  {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=600) as r:
+    with urllib.request.urlopen(req, timeout=300) as r:
         return json.loads(r.read())
 
 
@@ -111,11 +112,13 @@ def llama_server(path: Path, threads: int, work: dict) -> dict:
     cmd = [llama_server_binary(), "-m", str(path), "--host", "127.0.0.1", "--port", str(port), "-t", str(threads),
            "-tb", str(threads), "-np", str(slots), "-c", str(slots * max(slot_context, 1024)), "-b", "512"]
     start = time.perf_counter()
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tempfile.TemporaryFile("w+")  # not a pipe: it logs every request, and a pipe nobody reads stalls it
+    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         while True:
             if server.poll() is not None:
-                raise RuntimeError(f"llama-server exited: {server.stderr.read()[-500:]}")
+                log.seek(0)
+                raise RuntimeError(f"llama-server exited: {log.read()[-500:]}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
                     if r.status == 200:
@@ -148,8 +151,8 @@ def llama_server(path: Path, threads: int, work: dict) -> dict:
             p50, p95 = percentiles([latency for _, latency in done])
             result["streams"][s] = {"tok_s": sum(n for n, _ in done) / wall, "p50_s": p50, "p95_s": p95}
 
-        t = time.perf_counter()
-        with ThreadPoolExecutor(len(work["tickets"])) as pool:  # all at once; the server queues what waits
+        t = time.perf_counter()  # a client per slot, each sending its next ticket when the last is answered
+        with ThreadPoolExecutor(slots) as pool:
             replies = list(pool.map(lambda ids: _post(port, {
                 "prompt": ids, "n_predict": work["ticket_tokens"], "temperature": 0.0, "top_k": 1,
                 "cache_prompt": True}), work["tickets"]))
@@ -160,6 +163,7 @@ def llama_server(path: Path, threads: int, work: dict) -> dict:
     finally:
         server.terminate()
         server.wait(timeout=30)
+        log.close()
 
 
 def transformers_float32(path: Path, threads: int, work: dict) -> dict:
