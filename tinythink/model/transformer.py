@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -69,14 +70,22 @@ class RMSNorm(nn.Module):
         return self.weight * h.to(x.dtype)
 
 
+def zeros_paged_on_write(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """Zeros whose memory becomes resident only where written: numpy's calloc maps fresh zero pages for large
+    sizes (torch.zeros writes every byte), so a pool sized for every slot's whole context costs what its
+    sequences use."""
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    return torch.from_numpy(np.zeros(nbytes, dtype=np.uint8)).view(dtype).view(shape)
+
+
 class KVCache(nn.Module):
     """Keys and values for `max_batch` sequences of up to `max_seq_len` positions."""
 
     def __init__(self, max_batch: int, max_seq_len: int, n_kv_heads: int, head_dim: int, dtype: torch.dtype):
         super().__init__()
         shape = (max_batch, n_kv_heads, max_seq_len, head_dim)
-        self.register_buffer("k", torch.zeros(shape, dtype=dtype), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, dtype=dtype), persistent=False)
+        self.register_buffer("k", zeros_paged_on_write(shape, dtype), persistent=False)
+        self.register_buffer("v", zeros_paged_on_write(shape, dtype), persistent=False)
 
 
 @dataclass
