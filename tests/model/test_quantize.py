@@ -127,3 +127,4 @@ def test_tied_head_gets_an_int8_copy_for_inference_only_in_quantized_models(ours
     assert not torch.equal(before, after) and abs(ppl(after) / ppl(before) - 1) < 0.005
     assert (before.argmax(-1) == after.argmax(-1)).float().mean() > 0.95
     assert type(quantize_tied_head(ours.model).lm_head) is not Int8Linear  # float models keep theirs
+    assert q.model.num_parameters() == ours.model.num_parameters() == 134_515_008

@@ -276,4 +276,8 @@ class Transformer(nn.Module):
         return self.lm_head(self.norm(x)).float()
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+        """Weights as trained: parameters once each, and the linear layers held quantized in buffers (a tied
+        head's inference copy is the embeddings again)."""
+        params = sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+        return params + sum(m.in_features * m.out_features for name, m in self.named_modules()
+                            if "weight" in m._buffers and not (name == "lm_head" and self.config.tie_embeddings))
