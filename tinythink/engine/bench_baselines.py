@@ -103,7 +103,7 @@ def _post(port: int, body: dict) -> dict:
 
 def llama_server(path: Path, threads: int, work: dict) -> dict:
     """llama-server with one slot per stream of the largest stream count, each slot holding the longest prompt
-    and its completion; requests sent at once, as many clients would."""
+    and its completion; a stream count's requests sent at once, the tickets through one client per slot."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
