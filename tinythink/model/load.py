@@ -99,7 +99,9 @@ def load_model(ref: str, dtype: torch.dtype = torch.float32, quantize: int | Non
 def load_tokenizer(ref: str) -> Tokenizer:
     """The tokenizer alone, without the weights."""
     path = resolve(ref)
-    return Tokenizer.from_hf_dir(path) if path.is_dir() else Tokenizer.from_gguf_metadata(GGUFFile(path).metadata, path)
+    if path.is_dir():
+        return Tokenizer.from_hf_dir(path)
+    return Tokenizer.from_gguf_metadata(GGUFFile(path).metadata, path)
 
 
 def _load(ref: str, dtype: torch.dtype, quantize: int | None, group_size: int) -> LoadedModel:

@@ -5,10 +5,11 @@
 
 Both run on PyTorch's CPU weight-only kernels (`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`), which
 are fast with bfloat16 activations (and very slow with float32 ones): a quantized layer computes in bfloat16
-and hands back its input's dtype. The rest of a quantized model (embeddings, norms, a tied output head) runs
-in bfloat16 where the CPU has it natively, and in float32 elsewhere (`run_rest_in`), where emulated bfloat16
-costs more than it saves. The stored int4 format is plain nibbles (two weights a byte), portable across
-machines; the CPU kernel's packed layout is made at load time.
+and hands back its input's dtype. The rest of a quantized model (embeddings, norms) runs in bfloat16 where the
+CPU has it natively, and in float32 elsewhere (`run_rest_in`), where emulated bfloat16 costs more than it
+saves; a tied output head decodes through an int8 copy (`quantize_tied_head`). The stored int4 format is
+plain nibbles (two weights a byte), portable across machines; the CPU kernel's packed layout is made at load
+time.
 """
 
 from __future__ import annotations
@@ -129,9 +130,9 @@ def quantize_tied_head(model: nn.Module) -> nn.Module:
     (28 MB for SmolLM2-135M; the embedding table stays for lookups, as llama.cpp's Q8_0 one serves both).
 
     Every decoded token reads the whole head: in float32 (on CPUs without native bfloat16) it is 113 MB, the
-    largest read of an int4 decoding step. int8 with a scale per row costs the model little (see
-    tests/model/test_quantize.py); the tied head is left out of `quantized_linears` so that saved models keep
-    their embeddings exact and the head can stay what the CPU does best with.
+    largest read of an int4 decoding step. int8 with a scale per row leaves perplexity unchanged (see
+    tests/model/test_quantize.py). The tied head stays out of `quantized_linears`, so saved models keep their
+    embeddings as they were; this copy is made for inference only.
     """
     if model.config.quantization and model.config.tie_embeddings and type(model.lm_head) is nn.Linear:
         model.lm_head = Int8Linear.from_weight(model.embed_tokens.weight.detach())
