@@ -1,25 +1,40 @@
 """The KV pool costs the memory its sequences use, not what it is sized for."""
 
+import subprocess
+import sys
+
 import torch
 
-from tinythink.model.transformer import KVCache, zeros_paged_on_write
+from tinythink.model.transformer import zeros_paged_on_write
 
+# In a fresh process, as a server allocates its pool after loading: in a long-lived one (this test session)
+# the allocator may hand back memory that is already resident, which is zeroed but shows no growth.
+MEASURE = """
+import torch
+from tinythink.model.transformer import KVCache
 
-def resident_mb() -> float:
+def resident_mb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096 / 2**20
 
+before = resident_mb()
+cache = KVCache(max_batch=16, max_seq_len=4096, n_kv_heads=3, head_dim=64, dtype=torch.float32)  # 2 x 50 MB
+allocated = resident_mb() - before
+assert cache.k.shape == (16, 3, 4096, 64) and cache.k.dtype == torch.float32 and cache.k.is_contiguous()
+assert not cache.k[3, 2].any() and not cache.v[15].any()
+cache.k[0] = 1.0  # one slot's keys over the whole context: 3 MB
+written = resident_mb() - before
+assert cache.k[0].sum() == 3 * 4096 * 64 and not cache.k[1].any()
+print(allocated, written)
+"""
+
 
 def test_a_kv_pool_becomes_resident_only_where_written():
-    before = resident_mb()
-    cache = KVCache(max_batch=16, max_seq_len=4096, n_kv_heads=3, head_dim=64, dtype=torch.float32)  # 2 x 50 MB
-    assert resident_mb() - before < 20
-    assert cache.k.shape == (16, 3, 4096, 64) and cache.k.dtype == torch.float32 and cache.k.is_contiguous()
-    assert cache.v.abs().sum() == 0 and cache.k[3, 2, 4000].abs().sum() == 0  # reading leaves pages shared
-    cache.k[0, :, :4096] = 1.0  # one slot's keys, whole context: 3 MB
-    grown = resident_mb() - before
-    assert 2.5 < grown < 20
-    assert cache.k[0].sum() == 3 * 4096 * 64 and cache.k[1].abs().sum() == 0
+    r = subprocess.run([sys.executable, "-c", MEASURE], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    allocated, written = map(float, r.stdout.split())
+    assert allocated < 10  # of 100 MB
+    assert 2.5 < written < 30  # a 3 MB slot and what the first operators load; the pool whole would be 100
 
 
 def test_paged_zeros_in_other_dtypes():
