@@ -262,7 +262,7 @@ def cmd_bench(args):
     for v in args.variants:
         if v not in BENCH_VARIANTS:
             raise TinythinkError(f"unknown variant {v!r} (choose from {', '.join(BENCH_VARIANTS)})")
-    if args.chart and not (set(args.variants) & {"llama.cpp", "llama-server"}
+    if args.chart and not (set(args.variants) & set(bench.bench_baselines.LLAMA_CPP)
                            and set(args.variants) - set(bench.bench_baselines.RUNTIMES)):
         raise TinythinkError("--chart draws tinythink against llama.cpp: add llama.cpp or llama-server, and a "
                              "tinythink variant, to --variants")

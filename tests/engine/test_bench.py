@@ -2,9 +2,6 @@
 the ratio table's direction (above 1 is tinythink ahead, for speeds, times and memory alike)."""
 
 import importlib.util
-import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -47,9 +44,15 @@ def test_transformers_runs_the_same_workload_and_answers_like_tinythink(work):
 
 needs_llama_cpp = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                                      reason="llama-cpp-python is a benchmark dependency (make bench-deps)")
-needs_llama_server = pytest.mark.skipif(
-    not (shutil.which("llama-server") or shutil.which("llama-server", path=str(Path(sys.executable).parent))),
-    reason="llama-server is a benchmark dependency (make bench-deps)")
+def _llama_server_built() -> bool:
+    try:
+        return bool(bench_baselines.llama_server_binary())
+    except RuntimeError:
+        return False
+
+
+needs_llama_server = pytest.mark.skipif(not _llama_server_built(),
+                                        reason="llama-server is a benchmark dependency (make bench-deps)")
 
 
 @needs_llama_cpp

@@ -205,7 +205,7 @@ def _versus(results: list[dict]) -> dict[str, dict[str, float | None]] | None:
     """{tinythink variant: {column: ratio}} against the best llama.cpp figure of the same run
     (llama-cpp-python or llama-server, whichever is ahead); above 1 means tinythink is ahead, for times and
     memory too. None when the run has no llama.cpp or no tinythink variant."""
-    llama = [r for r in results if r["variant"] in ("llama.cpp", "llama-server")]
+    llama = [r for r in results if r["variant"] in bench_baselines.LLAMA_CPP]
     ours = [r for r in results if r["variant"] not in bench_baselines.RUNTIMES]
     if not llama or not ours:
         return None

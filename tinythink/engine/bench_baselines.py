@@ -26,7 +26,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-RUNTIMES = ("llama.cpp", "llama-server", "transformers")
+LLAMA_CPP = ("llama.cpp", "llama-server")
+RUNTIMES = (*LLAMA_CPP, "transformers")
 
 
 def peak_rss_mb() -> float:
