@@ -9,19 +9,17 @@ import torch
 from tinythink.engine.generate import generate
 from tinythink.engine.sampling import SamplingParams
 from tinythink.model.load import LoadedModel, load_model
-from tinythink.model.packed_linear import pack_linears
-from tinythink.model.quantize import quantize_tied_head
+from tinythink.model.inference import prepare_for_inference
 from tinythink.text.chat_template import ChatTemplate
 from tinythink.text.stream import TextChunk, TextStream
 
 
 class LLM:
-    """Owns its model for inference: float32 linear layers are packed for the CPU's fast kernels, and a
-    quantized model's tied output head gets an int8 copy."""
+    """Owns its model, made ready for inference (tinythink.model.inference)."""
 
     def __init__(self, loaded: LoadedModel):
         self.loaded = loaded
-        pack_linears(quantize_tied_head(loaded.model))
+        prepare_for_inference(loaded.model)
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.template = ChatTemplate(self.tokenizer.chat_template, self.tokenizer.bos_token, self.tokenizer.eos_token)
 

@@ -111,19 +111,22 @@ def test_quantized_engine_batch_equals_single(int8):
         int8.model.clear_caches()
 
 
-def test_tied_head_gets_an_int8_copy_for_inference_only_in_quantized_models(ours, default_gguf):
-    from tinythink.model.quantize import quantize_tied_head
+def test_tied_head_and_embeddings_go_int8_for_inference_only_in_quantized_models(ours, default_gguf):
+    from tinythink.model.quantize import Int8Embedding, quantize_tied_head
 
     q = load_model(str(default_gguf), quantize=4)
     ids = torch.tensor([q.tokenizer.encode(HELD_OUT)])
     with torch.inference_mode():
         before = q.model(ids)
-        embeddings = q.model.embed_tokens.weight.clone()
+        embeddings = q.model.embed_tokens(ids)
         quantize_tied_head(q.model)
         after = q.model(ids)
-    assert type(q.model.lm_head) is Int8Linear and torch.equal(q.model.embed_tokens.weight, embeddings)
+        looked_up = q.model.embed_tokens(ids)
+    assert type(q.model.lm_head) is Int8Linear and type(q.model.embed_tokens) is Int8Embedding
+    assert "embed_tokens.weight" not in q.model.state_dict()  # the float table is gone
+    assert looked_up.dtype == embeddings.dtype and 0 < rel_err(looked_up, embeddings) < 0.02  # int8 a row: ~1%
     ppl = lambda logits: torch.exp(torch.nn.functional.cross_entropy(logits[0, :-1].float(), ids[0, 1:])).item()
-    print(f"int4, int8 head: perplexity {ppl(after):.3f} vs {ppl(before):.3f}")
+    print(f"int4, int8 head and embeddings: perplexity {ppl(after):.3f} vs {ppl(before):.3f}")
     assert not torch.equal(before, after) and abs(ppl(after) / ppl(before) - 1) < 0.005
     assert (before.argmax(-1) == after.argmax(-1)).float().mean() > 0.95
     assert type(quantize_tied_head(ours.model).lm_head) is not Int8Linear  # float models keep theirs

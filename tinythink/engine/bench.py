@@ -88,8 +88,7 @@ def measure(model_ref: str, variant: str, threads: int, work: dict) -> dict:
     from tinythink.engine.generate import generate
     from tinythink.engine.sampling import SamplingParams
     from tinythink.model.load import load_model
-    from tinythink.model.packed_linear import pack_linears
-    from tinythink.model.quantize import quantize_tied_head
+    from tinythink.model.inference import prepare_for_inference
 
     torch.set_num_threads(threads)
     torch.set_grad_enabled(False)  # a process of its own, measuring inference only
@@ -97,8 +96,8 @@ def measure(model_ref: str, variant: str, threads: int, work: dict) -> dict:
     start = time.perf_counter()
     dtype = torch.float32 if quantize or variant == "float32-unpacked" else getattr(torch, variant)
     loaded = load_model(model_ref, dtype, quantize=quantize)
-    if variant != "float32-unpacked":  # as the engine runs it (tinythink.llm.LLM); unpacked: PyTorch's default
-        pack_linears(quantize_tied_head(loaded.model))
+    if variant != "float32-unpacked":  # as the engine runs it (tinythink.llm.LLM); unpacked: the model as loaded
+        prepare_for_inference(loaded.model)
     result = {"variant": variant, "load_s": time.perf_counter() - start, "prefill_tok_s": {}}
     model, tok = loaded.model, loaded.tokenizer
     greedy = SamplingParams(max_tokens=work["new_tokens"], temperature=0.0)

@@ -28,7 +28,7 @@ def _block_keys(tokens: list[int], block: int) -> list[bytes]:
 
 
 class PrefixCache:
-    def __init__(self, model: Transformer, block: int = 64, budget_bytes: int = 256 << 20):
+    def __init__(self, model: Transformer, block: int = 8, budget_bytes: int = 64 << 20):
         self.model, self.block, self.budget = model, block, budget_bytes
         self.blocks: OrderedDict[bytes, list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
         self.bytes = 0

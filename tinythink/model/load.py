@@ -11,6 +11,7 @@ import torch
 from tinythink.errors import ModelFileError, TinythinkError
 from tinythink.model.config import ModelConfig
 from tinythink.model.gguf_file import GGUFFile
+from tinythink.model.memory import release_free_memory
 from tinythink.model.hf_checkpoint import config_from_hf, load_state_dict, save_hf_dir
 from tinythink.model.quantize import quantize_model, quantize_tensors, run_rest_in, swap_to_quantized
 from tinythink.model.registry import KNOWN_MODELS, resolve
@@ -93,6 +94,7 @@ def load_model(ref: str, dtype: torch.dtype = torch.float32, quantize: int | Non
     loaded = _load(ref, dtype, quantize, group_size)
     if loaded.model.config.quantization:
         run_rest_in(loaded.model, dtype_named("auto"))
+    release_free_memory()
     return loaded
 
 

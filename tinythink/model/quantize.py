@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tinythink.errors import TinythinkError
+from tinythink.model.memory import release_free_memory
 
 BITS = (8, 4)
 
@@ -40,11 +41,14 @@ class Int8Linear(nn.Module):
         return cls.from_weight(linear.weight.detach(), linear.bias)
 
     @classmethod
-    def from_weight(cls, weight: Tensor, bias: Tensor | None = None) -> Int8Linear:
-        w = weight.float()
-        scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-8)  # (N,)
-        q = cls(w.shape[1], w.shape[0], bias is not None)
-        q.weight = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+    def from_weight(cls, weight: Tensor, bias: Tensor | None = None, rows: int = 4096) -> Int8Linear:
+        N, K = weight.shape
+        q = cls(K, N, bias is not None)
+        scales = torch.empty(N)
+        for lo in range(0, N, rows):  # a block of rows at a time: a 49k-row head would need 4 float copies
+            w = weight[lo:lo + rows].float()
+            scales[lo:lo + rows] = (w.abs().amax(dim=1) / 127).clamp(min=1e-8)
+            q.weight[lo:lo + rows] = torch.round(w / scales[lo:lo + rows, None]).clamp(-127, 127)
         q.scales = scales.to(torch.bfloat16)
         if bias is not None:
             q.bias = nn.Parameter(bias.detach().to(torch.bfloat16))
@@ -125,17 +129,32 @@ def run_rest_in(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     return model
 
 
+class Int8Embedding(nn.Module):
+    """Embedding lookups from an int8 table with one scale a row (a tied head's int8 copy, shared), giving
+    vectors in `dtype`: the float table need not stay in memory."""
+
+    def __init__(self, table: Int8Linear, dtype: torch.dtype):
+        super().__init__()
+        self.table, self.dtype = [table], dtype  # in a list: the head owns it, this module only reads it
+
+    def forward(self, idx: Tensor) -> Tensor:
+        table = self.table[0]
+        return table.weight[idx].to(self.dtype) * table.scales[idx, None].to(self.dtype)
+
+
 def quantize_tied_head(model: nn.Module) -> nn.Module:
     """For inference, in place: a quantized model's output head, tied to its embeddings, becomes an int8 copy
-    (28 MB for SmolLM2-135M; the embedding table stays for lookups, as llama.cpp's Q8_0 one serves both).
+    with a scale per row (28 MB for SmolLM2-135M), and the embeddings are looked up in it, as llama.cpp's Q8_0
+    table serves both: the float table (113 MB in float32) goes.
 
-    Every decoded token reads the whole head: in float32 (on CPUs without native bfloat16) it is 113 MB, the
-    largest read of an int4 decoding step. int8 with a scale per row leaves perplexity unchanged (see
-    tests/model/test_quantize.py). The tied head stays out of `quantized_linears`, so saved models keep their
-    embeddings as they were; this copy is made for inference only.
+    Every decoded token reads the whole head: in float32 (on CPUs without native bfloat16) it is the largest
+    read of an int4 decoding step. int8 leaves perplexity within 0.5% (tests/model/test_quantize.py). Saving
+    an inference model is not supported; models are saved as loaded (`tinythink quantize`), with their
+    embeddings in bfloat16.
     """
     if model.config.quantization and model.config.tie_embeddings and type(model.lm_head) is nn.Linear:
         model.lm_head = Int8Linear.from_weight(model.embed_tokens.weight.detach())
+        model.embed_tokens = Int8Embedding(model.lm_head, model.embed_tokens.weight.dtype)
     return model
 
 
@@ -190,6 +209,7 @@ def quantize_tensors(named_loaders, config, bits: int, group_size: int = 32) -> 
             module = _quantize_weight(load(torch.float32), None, bits, group_size)
             prefix = name.removesuffix("weight")
             sd.update({prefix + k: v for k, v in module.state_dict().items()})
+            release_free_memory()  # the float32 copy's space, pinned in the heap by the quantized weights
         else:
             sd[name] = load(torch.bfloat16)
     config.quantization = {"bits": bits, "group_size": group_size if bits == 4 else 0}

@@ -12,9 +12,9 @@ positions being written explicitly (`input_pos`), as gpt-fast does.
 from __future__ import annotations
 
 import math
+import mmap
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -71,11 +71,13 @@ class RMSNorm(nn.Module):
 
 
 def zeros_paged_on_write(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-    """Zeros whose memory becomes resident only where written: numpy's calloc maps fresh zero pages for large
-    sizes (torch.zeros writes every byte), so a pool sized for every slot's whole context costs what its
-    sequences use."""
+    """Zeros whose memory becomes resident only where written, a 4 KB page at a time: an anonymous mapping of
+    its own. (torch.zeros writes every byte; numpy's zeros asks for transparent huge pages, so one write
+    makes 2 MB resident, which for a pool laid out (slot, head, position) is all of it.)"""
     nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-    return torch.from_numpy(np.zeros(nbytes, dtype=np.uint8)).view(dtype).view(shape)
+    if nbytes == 0:
+        return torch.zeros(shape, dtype=dtype)
+    return torch.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).view(shape)  # the tensor keeps the mapping alive
 
 
 class KVCache(nn.Module):
@@ -129,14 +131,19 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(config.dim, n_kv_heads * self.head_dim, bias=bias)
         # Llama's attention_bias covers the output projection too; Qwen2's biases stop at q, k, v
         self.o_proj = nn.Linear(n_heads * self.head_dim, config.dim, bias=bias and config.arch == "llama")
+        self.qkv_proj: nn.Module | None = None  # q, k and v in one layer, for inference (model/inference.py)
         self.kv_cache: KVCache | None = None
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, packed: Packed | None) -> Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)  # (B, T, H, D)
-        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)  # (B, T, H_kv, D)
-        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        H, H_kv, D = self.n_heads, self.n_kv_heads, self.head_dim
+        if self.qkv_proj is not None:
+            qkv = self.qkv_proj(x)
+        else:
+            qkv = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], dim=-1)  # (B, T, (H + 2 H_kv) D)
+        qk = apply_rope(qkv[..., :(H + H_kv) * D].view(B, T, H + H_kv, D), cos, sin)  # q's and k's heads at once
+        q, k = qk.split([H, H_kv], dim=2)  # (B, T, H, D), (B, T, H_kv, D)
+        v = qkv[..., (H + H_kv) * D:].view(B, T, H_kv, D)
         if packed is None:
             y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                                is_causal=True, enable_gqa=True).transpose(1, 2)
@@ -174,9 +181,14 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(dim, hidden, bias=False)
         self.up_proj = nn.Linear(dim, hidden, bias=False)
         self.down_proj = nn.Linear(hidden, dim, bias=False)
+        self.gate_up_proj: nn.Module | None = None  # gate and up in one layer, for inference
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        if self.gate_up_proj is not None:
+            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class Block(nn.Module):
@@ -276,8 +288,6 @@ class Transformer(nn.Module):
         return self.lm_head(self.norm(x)).float()
 
     def num_parameters(self) -> int:
-        """Weights as trained: parameters once each, and the linear layers held quantized in buffers (a tied
-        head's inference copy is the embeddings again)."""
-        params = sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
-        return params + sum(m.in_features * m.out_features for name, m in self.named_modules()
-                            if "weight" in m._buffers and not (name == "lm_head" and self.config.tie_embeddings))
+        """Weights as trained, whatever form they are held in now (quantized, packed, tied once)."""
+        with torch.device("meta"):
+            return sum(p.numel() for p in Transformer(self.config).parameters())
