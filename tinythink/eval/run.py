@@ -180,7 +180,7 @@ def local_endpoint(ref: str, dtype: str = "auto", quantize: int | None = None, m
     model = loaded.model
     info = {"name": name, "source": str(loaded.path), "sha256": sha256(loaded.path), "format": loaded.format,
             "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "quantize": quantize,
-            "parameters": sum(p.numel() for p in model.parameters()),
+            "parameters": model.num_parameters(),
             "weight_bytes": sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]),
             "file_bytes": loaded.file_bytes, "threads": torch.get_num_threads(), "max_batch": max_batch}
     # after `info`: the KV pool is not part of the weights; every slot holds the whole context

@@ -1,4 +1,5 @@
-"""The KV pool costs the memory its sequences use, not what it is sized for."""
+"""Memory: the KV pool costs what its sequences use, not what it is sized for; a loaded model costs about its
+weights."""
 
 import subprocess
 import sys
@@ -43,3 +44,30 @@ def test_paged_zeros_in_other_dtypes():
     assert t.dtype == torch.bfloat16 and t.shape == (2, 3, 8) and not t.any()
     t[1, 2] = 1.5
     assert t.sum() == 12 and zeros_paged_on_write((0, 3), torch.float32).shape == (0, 3)
+
+
+LOAD = """
+import sys
+import torch
+from tinythink.model.load import load_model
+
+def resident_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+before = resident_mb()
+model = load_model(sys.argv[1], quantize=8).model
+weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]) / 2**20
+print(resident_mb() - before, weights, "torch._dynamo" in sys.modules)
+"""
+
+
+def test_loading_costs_about_the_weights(default_gguf):
+    """Quantizing at load frees a float32 copy of each weight; glibc kept those pages (+600 MB for SmolLM2 in
+    int8) until they were handed back, and building the model on the meta device imported torch's compiler."""
+    r = subprocess.run([sys.executable, "-c", LOAD, str(default_gguf)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    grew, weights, compiler = r.stdout.split()
+    assert 150 < float(weights) < 250  # int8 layers, and bfloat16 or float32 embeddings
+    assert float(grew) < float(weights) + 200  # + the tokenizer, the file's mapped pages; was weights + 600
+    assert compiler == "False"
