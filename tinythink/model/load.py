@@ -11,8 +11,8 @@ import torch
 from tinythink.errors import ModelFileError, TinythinkError
 from tinythink.model.config import ModelConfig
 from tinythink.model.gguf_file import GGUFFile
-from tinythink.model.memory import release_free_memory
 from tinythink.model.hf_checkpoint import config_from_hf, load_state_dict, save_hf_dir
+from tinythink.model.memory import release_free_memory
 from tinythink.model.quantize import quantize_model, quantize_tensors, run_rest_in, swap_to_quantized
 from tinythink.model.registry import KNOWN_MODELS, resolve
 from tinythink.model.transformer import Transformer
