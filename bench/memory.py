@@ -11,18 +11,11 @@ as a server is: the figures are what its operating system sees (/proc/self/statm
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 
-
-def resident_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
-
-
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from tinythink.engine.bench_baselines import peak_rss_mb
+from tinythink.model.memory import resident_mb  # neither imports torch: the first rows are measured without it
 
 
 def main():
@@ -31,22 +24,22 @@ def main():
     p.add_argument("--quantize", type=int, choices=[8, 4])
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
-    rows = [("start", resident_mb(), peak_mb())]
+    rows = [("start", resident_mb(), peak_rss_mb())]
     start = time.perf_counter()
 
     import torch
-    rows.append(("import torch", resident_mb(), peak_mb()))
+    rows.append(("import torch", resident_mb(), peak_rss_mb()))
     from tinythink.engine.batch import BatchEngine
     from tinythink.engine.bench import workload
     from tinythink.engine.sampling import SamplingParams
     from tinythink.llm import LLM
     from tinythink.model.load import load_model
-    rows.append(("import tinythink", resident_mb(), peak_mb()))
+    rows.append(("import tinythink", resident_mb(), peak_rss_mb()))
 
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     llm = LLM(load_model(args.model, quantize=args.quantize))
-    rows.append(("model loaded, ready for inference", resident_mb(), peak_mb()))
+    rows.append(("model loaded, ready for inference", resident_mb(), peak_rss_mb()))
     model, tok = llm.model, llm.tokenizer
     work = workload(tok, [2048], [16], 64, 200)
 
@@ -55,17 +48,17 @@ def main():
     for lo in range(0, 2048, 512):
         model(ids[:, lo:lo + 512], input_pos=torch.arange(lo, lo + 512), last_only=True)
     model.clear_caches()
-    rows.append(("prefilled 2,048 tokens", resident_mb(), peak_mb()))
+    rows.append(("prefilled 2,048 tokens", resident_mb(), peak_rss_mb()))
 
     pool = dict(max_batch=16, context=1024, kv_budget_bytes=None)
     engine = BatchEngine(model, **pool, prefix_cache_bytes=0)
     engine.generate(work["streams"][16], SamplingParams(max_tokens=64, temperature=0.0))
-    rows.append(("16 streams of 64 tokens", resident_mb(), peak_mb()))
+    rows.append(("16 streams of 64 tokens", resident_mb(), peak_rss_mb()))
     model.clear_caches()
 
     engine = BatchEngine(model, **pool)
     engine.generate(work["tickets"], SamplingParams(max_tokens=3, temperature=0.0), tok.stop_ids)
-    rows.append((f"200 tickets (prefix cache {engine.prefix_cache.bytes / 2**20:.0f} MB)", resident_mb(), peak_mb()))
+    rows.append((f"200 tickets (prefix cache {engine.prefix_cache.bytes / 2**20:.0f} MB)", resident_mb(), peak_rss_mb()))
 
     variant = f"int{args.quantize}" if args.quantize else "float32"
     print(f"# {args.model} {variant}, {args.threads} threads, {time.perf_counter() - start:.0f} s")

@@ -12,11 +12,8 @@ from tinythink.model.transformer import zeros_paged_on_write
 # the allocator may hand back memory that is already resident, which is zeroed but shows no growth.
 MEASURE = """
 import torch
+from tinythink.model.memory import resident_mb
 from tinythink.model.transformer import KVCache
-
-def resident_mb():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
 
 before = resident_mb()
 cache = KVCache(max_batch=16, max_seq_len=4096, n_kv_heads=3, head_dim=64, dtype=torch.float32)  # 2 x 50 MB
@@ -50,10 +47,7 @@ LOAD = """
 import sys
 import torch
 from tinythink.model.load import load_model
-
-def resident_mb():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
+from tinythink.model.memory import resident_mb
 
 before = resident_mb()
 model = load_model(sys.argv[1], quantize=8).model

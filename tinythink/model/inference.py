@@ -3,7 +3,7 @@
 - A quantized model's tied output head gets an int8 copy that also serves the embeddings
   (`quantize_tied_head`).
 - q, k and v become one linear layer, and so do the MLP's gate and up: a decoding step is ~600 small
-  operators whose dispatch costs as much as the arithmetic, and this removes 4 products a layer, with the
+  operators whose dispatch costs as much as the arithmetic, and this removes 3 products a layer, with the
   conversions to and from bfloat16 around each quantized one.
 - Float32 linear layers are pre-packed for oneDNN (`pack_linears`).
 """

@@ -1,4 +1,4 @@
-"""Giving memory that tensors freed back to the operating system.
+"""Memory as the operating system sees it: giving back what tensors freed, and measuring what is resident.
 
 Loading a model interleaves large short-lived tensors (a weight dequantized to float32) with small
 long-lived ones (its quantized form). glibc keeps the freed space in its heap, pinned by the survivors, so
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import resource
 
 
 def _malloc_trim():
@@ -25,3 +26,9 @@ _TRIM = _malloc_trim()
 def release_free_memory():
     if _TRIM is not None:
         _TRIM(0)
+
+
+def resident_mb() -> float:
+    """This process's resident memory now, in MB (Linux: /proc/self/statm)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
