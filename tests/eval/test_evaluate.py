@@ -46,6 +46,8 @@ def test_outputs_are_complete(self_eval):
     assert results["packages"]["torch"] and results["settings"]["generated_task_seed"] == 2_000_000
     speed = results["tasks"]["basic_arithmetic"]["model"]["speed"]
     assert speed["completion_tokens"] > 0 and speed["completion_tokens_per_s"] > 0 and speed["ttft_p50_s"] > 0
+    # one pool for all tasks: each task's span lies within the suite's wall time
+    assert all(0 < t["model"]["speed"]["wall_s"] <= model["wall_s"] for t in results["tasks"].values())
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 2 * 4 * LIMIT and all("reply" in s and "score" in s for s in samples)
     report = (out / "report.md").read_text()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime
 import platform
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from tinythink.eval import report, score as scoring
-from tinythink.eval.run import Endpoint, local_endpoint, run_task
+from tinythink.eval.run import Endpoint, local_endpoint, run_tasks
 from tinythink.eval.tasks import SEEDS, SUITE_VERSION, Task, suite
 
 
@@ -62,7 +63,9 @@ def run_suite(target: Target, tasks: list[Task], examples: dict, effort: str | N
     with target.open(effort, concurrency) as (endpoint, info):
         # scoring options by log-likelihood needs our tokenizer and a server that scores prompts: local only
         loglik = endpoint.tokenizer is not None
-        results = {t.name: run_task(endpoint, t, examples[t.name], loglik) for t in tasks}
+        start = time.perf_counter()
+        results = run_tasks(endpoint, tasks, examples, loglik)
+        info["wall_s"] = time.perf_counter() - start  # the suite's: tasks overlap, their times do not add up
     return results, info
 
 

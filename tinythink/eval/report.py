@@ -25,9 +25,10 @@ def _mb(n) -> str:
     return "–" if n is None else f"{n / 1e6:,.0f} MB"
 
 
-def overall_speed(tasks: dict, who: str) -> dict:
-    runs = [t[who]["speed"] for t in tasks.values() if who in t]
-    completion, wall = sum(s["completion_tokens"] for s in runs), sum(s["wall_s"] for s in runs)
+def overall_speed(results: dict, who: str) -> dict:
+    """The whole suite's speed, over its wall time (tasks overlap at their edges: theirs do not add up)."""
+    runs = [t[who]["speed"] for t in results["tasks"].values() if who in t]
+    completion, wall = sum(s["completion_tokens"] for s in runs), results["models"][who]["wall_s"]
     return {"completion_tokens": completion, "prompt_tokens": sum(s["prompt_tokens"] for s in runs),
             "wall_s": wall, "completion_tokens_per_s": completion / wall if wall else None}
 
@@ -101,10 +102,11 @@ def markdown(results: dict) -> str:
     lines += ["", "## Speed and memory", "", "| | model |" + (" reference |" if ref else ""),
               "|---|---|" + ("---|" if ref else "")]
     who = ["model", "reference"] if ref else ["model"]
-    columns = [facts(models[w], overall_speed(tasks, w)) for w in who]
+    columns = [facts(models[w], overall_speed(results, w)) for w in who]
     for label in columns[0]:
         lines.append(f"| {label} | " + " | ".join(column[label] for column in columns) + " |")
-    lines += ["", "Per task: time to first token (p50) and wall time.", "",
+    lines += ["", "Per task: time to first token (p50) and wall time, from its first request to its last reply (the "
+              "tasks share one pool of concurrent requests, so neighbours overlap).", "",
               "| task |" + "".join(f" {w} TTFT | {w} wall |" for w in who), "|---|" + "---|---|" * len(who)]
     for name, t in tasks.items():
         lines.append(f"| {name} |" + "".join(f" {_fmt(t[w]['speed']['ttft_p50_s'], digits=2)} s | "
@@ -144,7 +146,7 @@ def charts(out: Path, results: dict):
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for k, w in enumerate(who):
         scored = [tasks[n][w]["score"] for n in names if tasks[n]["model"]["suite"] != "safety"]
-        point = (overall_speed(tasks, w)["completion_tokens_per_s"] or 0, sum(scored) / max(len(scored), 1))
+        point = (overall_speed(results, w)["completion_tokens_per_s"] or 0, sum(scored) / max(len(scored), 1))
         size = models[w].get("weight_bytes") or models[w].get("file_bytes") or 0
         ax.scatter(*point, s=60 + size / 1e6 * 2, alpha=0.7, color=["#3b6ea8", "#d08c2f"][k])
         ax.annotate(f"{models[w]['name']}\n{_mb(size) if size else 'size unknown'}", point,
