@@ -87,6 +87,30 @@ def test_prefix_cache_hit_gives_identical_logits(ours, engine):
     assert other.output == alone(ours, other.prompt, GREEDY)
 
 
+def test_scored_prompts_share_their_prefix(ours, engine):
+    """The options of a multiple-choice question, scored one prompt each (as evaluation harnesses do), compute
+    their shared context once, and get the logprobs a plain forward pass gives."""
+    tok = ours.tokenizer
+    context = tok.encode(SYSTEM + "Question: how long do refunds take?\nAnswer:")
+    options = [context + tok.encode(o, add_special_tokens=False) for o in (" 5 business days", " one week")]
+    scoring = SamplingParams(max_tokens=0, prompt_logprobs=0)
+    reqs = []
+    for prompt in options:  # one after the other: the second finds the first's blocks
+        reqs.append(engine.submit(prompt, scoring))
+        list(engine.tokens(reqs[-1]))
+    assert reqs[0].cached_tokens == 0 and len(context) - 32 <= reqs[1].cached_tokens <= len(context)
+    for prompt, req in zip(options, reqs):
+        with torch.inference_mode():
+            expected = torch.log_softmax(ours.model(torch.tensor([prompt]))[0], dim=-1)
+        assert [t for t, _, _ in req.prompt_logprobs] == prompt[1:]
+        assert [lp for _, lp, _ in req.prompt_logprobs] == \
+            pytest.approx([expected[i, t].item() for i, t in enumerate(prompt[1:])], abs=1e-4)
+    # cached entries carry no alternatives: a request asking for them computes its prompt again
+    again = engine.submit(options[1], SamplingParams(max_tokens=0, prompt_logprobs=2))
+    list(engine.tokens(again))
+    assert again.cached_tokens == 0 and all(len(alts) == 2 for _, _, alts in again.prompt_logprobs)
+
+
 def test_prefix_cache_is_bounded(ours):
     block_bytes = 32 * sum(2 * b.self_attn.n_kv_heads * b.self_attn.head_dim * 4 for b in ours.model.layers)
     eng = BatchEngine(ours.model, max_batch=2, kv_budget_bytes=64 << 20, prefill_chunk=64, prefix_block=32,

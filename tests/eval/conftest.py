@@ -1,21 +1,28 @@
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import httpx
 import pytest
 
 from tinythink.eval.run import free_port
 
-MODEL, KEY = "smollm2-135m", "eval-key"
+
+
+@dataclass
+class Served:
+    url: str  # the API's base URL, .../v1
+    key: str
 
 
 @pytest.fixture(scope="session")
 def served():
     """`tinythink serve` in its own process, as a user runs it (float32: replies then equal a local run's)."""
     port = free_port()
+    key = "eval-key"
     server = subprocess.Popen([sys.executable, "-m", "tinythink.cli", "serve", "--port", str(port), "--dtype",
-                               "float32", "--api-key", KEY], stderr=subprocess.DEVNULL)
+                               "float32", "--api-key", key], stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(900):
@@ -24,7 +31,7 @@ def served():
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
-        yield url + "/v1"
+        yield Served(url + "/v1", key)
     finally:
         server.terminate()
         server.wait(timeout=30)

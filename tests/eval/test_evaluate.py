@@ -7,8 +7,10 @@ import sys
 
 import pytest
 
-from conftest import KEY, MODEL
 from tinythink.eval.evaluate import Target, evaluate
+
+MODEL = "smollm2-135m"
+
 # one task of each kind that downloads little: a classification, a generated math task, multiple choice
 # (by letter and by log-likelihood), a safety set
 TASKS = "sentiment,basic_arithmetic,arc_easy,harmbench"
@@ -59,7 +61,7 @@ def test_outputs_are_complete(self_eval):
 
 def test_an_endpoint_is_scored_like_the_model_run_here(self_eval, served, tmp_path):
     _, local, _ = self_eval
-    target = Target(MODEL, endpoint=served, api_key=KEY)
+    target = Target(MODEL, endpoint=served.url, api_key=served.key)
     remote = evaluate(target, None, "sentiment,basic_arithmetic", LIMIT, None, tmp_path, concurrency=4)
     rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     local_rows = [json.loads(line) for line in (self_eval[0] / "samples.jsonl").read_text().splitlines()
@@ -68,4 +70,4 @@ def test_an_endpoint_is_scored_like_the_model_run_here(self_eval, served, tmp_pa
         assert remote["tasks"][name]["model"]["score"] == local["tasks"][name]["model"]["score"]
         assert [r["reply"] for r in rows if r["task"] == name] == \
             [r["reply"] for r in local_rows if r["task"] == name]  # the very same replies
-    assert remote["models"]["model"]["endpoint"] == served
+    assert remote["models"]["model"]["endpoint"] == served.url

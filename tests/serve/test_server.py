@@ -78,7 +78,8 @@ def test_completions_score_prompts_for_evaluation_harnesses(client, server):
     assert lp.token_logprobs[1:] == pytest.approx([expected[i, t].item() for i, t in enumerate(ids[1:])], abs=1e-4)
     for i, top in enumerate(lp.top_logprobs[1:]):
         assert len(top) == 2 and max(top.values()) == pytest.approx(expected[i].max().item(), abs=1e-4)
-    # token ids as the prompt (its prefix is cached now, yet every token is scored again), then generation
+    # token ids as the prompt (its prefix is cached with 2 alternatives a token: asked for 1, it is scored again),
+    # then generation
     kw = dict(model=MODEL, prompt=ids, max_tokens=5, echo=True, logprobs=1, temperature=0)
     whole = client.completions.create(**kw).choices[0]
     assert whole.text.startswith(text) and whole.logprobs.tokens[:len(ids)] == lp.tokens

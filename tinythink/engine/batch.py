@@ -211,8 +211,14 @@ class BatchEngine:
         while self.waiting and self.free:
             req = self.waiting.popleft()
             req.slot = heapq.heappop(self.free)
-            if self.prefix_cache is not None and req.params.prompt_logprobs is None:  # scoring needs every logit
-                req.pos = req.cached_tokens = self.prefix_cache.lookup(req.prompt, req.slot)
+            if self.prefix_cache is not None:
+                scoring = req.params.prompt_logprobs
+                cached, entries = self.prefix_cache.lookup(req.prompt, req.slot, scoring)
+                req.pos = req.cached_tokens = cached
+                if scoring is not None and req.pos:
+                    # the cached tokens' entries come with them; the first uncached token's needs the logits of
+                    # the last cached position, which is computed again
+                    req.prompt_logprobs, req.pos = entries, req.pos - 1
             self.prefilling.append(req)
 
     def _prefill_chunks(self) -> list[tuple[Request, int]]:
@@ -238,7 +244,8 @@ class BatchEngine:
             return
         self.prefilling.remove(req)
         if self.prefix_cache is not None:
-            self.prefix_cache.store(req.prompt, req.slot, req.cached_tokens)
+            self.prefix_cache.store(req.prompt, req.slot, req.cached_tokens, req.params.prompt_logprobs,
+                                    req.prompt_logprobs)
         if req.params.max_tokens == 0:  # scored, nothing to generate
             self._finish(req, "length")
             return

