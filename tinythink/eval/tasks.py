@@ -23,7 +23,7 @@ from functools import cache
 from tinythink.eval import parse
 from tinythink.eval.fetch import read, read_jsonl_gz
 
-SUITE_VERSION = "1"
+SUITE_VERSION = "2"  # 2: BoolQ added
 # reasoning-gym's generators, one seed per split: item i of a dataset is drawn with seed + i, so the two
 # seeds lie far apart, or dev and test would be the same items shifted by one
 SEEDS = {"dev": 1_000_000, "test": 2_000_000}
