@@ -9,7 +9,6 @@ import pytest
 from tinythink.eval.run import free_port
 
 
-
 @dataclass
 class Served:
     url: str  # the API's base URL, .../v1
