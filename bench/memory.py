@@ -14,8 +14,7 @@ import argparse
 import sys
 import time
 
-from tinythink.engine.bench_baselines import peak_rss_mb
-from tinythink.model.memory import resident_mb  # neither imports torch: the first rows are measured without it
+from tinythink.model.memory import peak_rss_mb, resident_mb  # no torch: the first rows are measured without it
 
 
 def main():

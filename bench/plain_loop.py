@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
+
+from tinythink.model.memory import peak_rss_mb
 
 TEXT = ("The support team receives many tickets every day about billing, shipping, returns, accounts, "
         "technical problems and general questions. ") * 40
@@ -68,7 +69,7 @@ def child(args):
     else:
         result = run_tinythink(args.model, args.runtime.split(" ")[1], args.threads, args.prompt_tokens,
                                args.new_tokens)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result))
 
 

@@ -14,6 +14,7 @@ import sys
 import time
 
 from tinythink.engine import bench_baselines
+from tinythink.model.memory import peak_rss_mb
 
 # Prompt text for the measurements: support-ticket prose, the product's typical input.
 TEXT = ("Ticket 4411: the customer writes that the invoice for October was charged twice to the same card, and "
@@ -144,7 +145,7 @@ def measure(model_ref: str, variant: str, threads: int, work: dict) -> dict:
     outputs = engine.generate(work["tickets"], SamplingParams(max_tokens=work["ticket_tokens"], temperature=0.0),
                               tok.stop_ids)
     result["tickets"] = {"wall_s": time.perf_counter() - t, "answers": [tok.decode(o) for o in outputs]}
-    result["peak_rss_mb"] = bench_baselines.peak_rss_mb()
+    result["peak_rss_mb"] = peak_rss_mb()
     return result
 
 

@@ -13,7 +13,6 @@ llama.cpp process's peak RSS is llama.cpp's own. Each is a benchmark dependency,
 from __future__ import annotations
 
 import json
-import resource
 import shutil
 import socket
 import statistics
@@ -26,12 +25,10 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from tinythink.model.memory import peak_rss_mb
+
 LLAMA_CPP = ("llama.cpp", "llama-server")
 RUNTIMES = (*LLAMA_CPP, "transformers")
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def percentiles(latencies: list[float]) -> tuple[float, float]:

@@ -13,11 +13,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from tinythink.eval import score as scoring
 from tinythink.eval.fetch import sha256
 from tinythink.eval.tasks import Example, Task
+from tinythink.model.memory import peak_rss_bytes, reset_peak_rss
 
 
 @dataclass
@@ -157,24 +157,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def reset_peak_rss():
-    """Linux lets a process reset its peak RSS (VmHWM), so each model's peak is its own."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def peak_rss_bytes() -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
 
 
 @contextmanager
