@@ -111,6 +111,28 @@ def test_scored_prompts_share_their_prefix(ours, engine):
     assert again.cached_tokens == 0 and all(len(alts) == 2 for _, _, alts in again.prompt_logprobs)
 
 
+def test_requests_arriving_together_share_their_prefix(ours, engine):
+    """Options sent at once (as lm-eval does) and chats with one system prompt arriving together: the later ones
+    wait for the first's prefill to store the shared blocks, then take them; results are unchanged."""
+    tok = ours.tokenizer
+    context = tok.encode(SYSTEM + "Question: how long do refunds take?\nAnswer:")
+    options = [context + tok.encode(o, add_special_tokens=False) for o in (" 5 business days", " one week", " never")]
+    scored = [engine.submit(prompt, SamplingParams(max_tokens=0, prompt_logprobs=0)) for prompt in options]
+    chats = [engine.submit(chat(tok, q, SYSTEM + "Be concise."), GREEDY, tok.stop_ids) for q in QUESTIONS[:2]]
+    while not all(r.done for r in scored + chats):
+        engine.step()
+    assert scored[0].cached_tokens == 0 and all(len(context) - 32 <= r.cached_tokens for r in scored[1:])
+    for prompt, req in zip(options, scored):
+        with torch.inference_mode():
+            expected = torch.log_softmax(ours.model(torch.tensor([prompt]))[0], dim=-1)
+        assert [lp for _, lp, _ in req.prompt_logprobs] == \
+            pytest.approx([expected[i, t].item() for i, t in enumerate(prompt[1:])], abs=1e-4)
+    # the chats share the system prompt with each other, and its first blocks with the scored context
+    assert chats[1].cached_tokens >= len(tok.encode(SYSTEM)) - 32
+    for req in chats:
+        assert req.output == alone(ours, req.prompt, GREEDY)
+
+
 def test_prefix_cache_is_bounded(ours):
     block_bytes = 32 * sum(2 * b.self_attn.n_kv_heads * b.self_attn.head_dim * 4 for b in ours.model.layers)
     eng = BatchEngine(ours.model, max_batch=2, kv_budget_bytes=64 << 20, prefill_chunk=64, prefix_block=32,

@@ -8,6 +8,9 @@ A block written by a request that scored its prompt (echo with logprobs) also ke
 its own tokens, each given everything before it: a block's key covers every token its entries depend on. So
 scoring requests share prefixes too: the options of a multiple-choice question, scored one prompt each, compute
 their shared context once.
+
+The engine stores a prompt's blocks as each prefill chunk completes, and holds back a waiting request whose next
+uncached block a prompt being prefilled is about to store, so requests that arrive together share too.
 """
 
 from __future__ import annotations
@@ -51,20 +54,28 @@ class PrefixCache:
         self.model, self.block, self.budget = model, block, budget_bytes
         self.blocks: OrderedDict[bytes, Block] = OrderedDict()
         self.bytes = 0
-        self.hits = self.lookups = 0  # in tokens
 
-    def lookup(self, tokens: list[int], slot: int, scoring: int | None = None) -> tuple[int, list]:
-        """Copy the longest cached prefix of `tokens` into cache row `slot`; returns its length and, for a
-        request scoring its prompt with `scoring` alternatives a token, the logprob entries of the prefix's
-        tokens (all but the first); only blocks that carry such entries count then.
+    def keys(self, tokens: list[int]) -> list[bytes]:
+        """The key of each complete block of `tokens`."""
+        return _block_keys(tokens, self.block)
 
-        At least one token is always left uncached, so the request still computes its next-token logits.
-        """
-        n, entries = 0, []
-        for key in _block_keys(tokens[:len(tokens) - 1], self.block):
+    def cached_blocks(self, keys: list[bytes], scoring: int | None = None) -> int:
+        """How many of the leading blocks `keys` name are cached (for a scoring request: with its entries)."""
+        n = 0
+        for key in keys:
             block = self.blocks.get(key)
             if block is None or scoring is not None and block.top != scoring:
                 break
+            n += 1
+        return n
+
+    def lookup(self, keys: list[bytes], slot: int, scoring: int | None = None) -> tuple[int, list]:
+        """Copy the longest cached run of the blocks `keys` name into cache row `slot`; returns its length in
+        tokens and, for a request scoring its prompt with `scoring` alternatives a token, the logprob entries
+        of its tokens (all but the first); only blocks that carry such entries count then."""
+        n, entries = 0, []
+        for key in keys[:self.cached_blocks(keys, scoring)]:
+            block = self.blocks[key]
             self.blocks.move_to_end(key)
             for layer, (k, v) in zip(self.model.layers, block.layers):
                 cache = layer.self_attn.kv_cache
@@ -73,22 +84,18 @@ class PrefixCache:
             if scoring is not None:
                 entries += block.entries
             n += self.block
-        self.lookups += len(tokens)
-        self.hits += n
         return n, entries
 
-    def store(self, tokens: list[int], slot: int, start: int, scoring: int | None = None, entries: list = ()):
-        """Remember the complete blocks of `tokens` (already in cache row `slot`) from position `start` on;
-        a request that scored its prompt with `scoring` alternatives passes its `entries` (for tokens[1:])."""
-        for i, key in enumerate(_block_keys(tokens, self.block)):
+    def store(self, keys: list[bytes], slot: int, first: int, scoring: int | None = None, entries: list = ()):
+        """Remember the blocks `keys` name from block `first` on (their tokens are in cache row `slot`); a
+        request that scored its prompt with `scoring` alternatives passes its `entries` (for tokens[1:])."""
+        for i, key in enumerate(keys[first:], first):
             lo, hi = i * self.block, (i + 1) * self.block
             scored = {"top": scoring, "entries": entries[max(lo - 1, 0):hi - 1]} if scoring is not None else {}
             known = self.blocks.get(key)
             if known is not None:
                 if scored and known.top is None:  # computed by a generating request: now it can score too
                     known.top, known.entries = scored["top"], scored["entries"]
-                continue
-            if lo < start - start % self.block:
                 continue
             self.blocks[key] = block = Block([(b.self_attn.kv_cache.k[slot, :, lo:hi].clone(),
                                                b.self_attn.kv_cache.v[slot, :, lo:hi].clone())

@@ -69,12 +69,10 @@ class Endpoint:
             ctx = self.tokenizer.encode(context)
             prompts.append(ctx + self.tokenizer.encode(continuation, add_special_tokens=False))
             starts.append(len(ctx))
-        # the first option alone, then the others: they find the shared context in the server's prefix cache
-        # (tinythink's keeps a scored prompt's logprobs with its KV) instead of computing it again
-        choices = []
-        for part in filter(None, (prompts[:1], prompts[1:])):
-            r = self.client.completions.create(model=self.model, prompt=part, max_tokens=0, echo=True, logprobs=0)
-            choices += sorted(r.choices, key=lambda c: c.index)
+        # all options at once: tinythink's engine computes their shared context once (it keeps a scored prompt's
+        # logprobs with its KV in the prefix cache, and the other options wait for it)
+        r = self.client.completions.create(model=self.model, prompt=prompts, max_tokens=0, echo=True, logprobs=0)
+        choices = sorted(r.choices, key=lambda c: c.index)
         return [(sum(c.logprobs.token_logprobs[s:]), len(cont)) for c, s, (_, cont) in zip(choices, starts, options)]
 
 
