@@ -9,7 +9,7 @@ from torch import nn
 from tinythink.model import packed_linear
 from tinythink.model.packed_linear import PackedLinear, pack_linears
 from tinythink.model.quantize import Int8Linear
-from tinythink.model.transformer import Packed
+from tinythink.model.packed_batch import Packed, row_ranges
 
 PROMPTS = ["<|im_start|>user\nWhy is the sky blue?<|im_end|>\n",
            "<|im_start|>user\nName three colours and a fruit, then count to five.<|im_end|>\n<|im_start|>assistant\n"]
@@ -34,6 +34,27 @@ def test_a_packed_batch_equals_each_sequence_alone(ours):
     assert (out[1:1 + len(a)] - full_a).abs().max() < 1e-4
     assert (out[1 + len(a):-1] - full_b[16:]).abs().max() < 1e-4
     assert (out[-1] - full_b[10]).abs().max() < 1e-4
+
+
+def test_decoding_rows_attend_in_ranges(ours):
+    """Two short sequences and a long one decode together: their rows split into two attention calls (the short
+    rows no longer read up to the long one's length), and each token equals a plain forward pass of its sequence."""
+    assert row_ranges([5, 5, 0, 0, 0, 0, 0, 300]) == [(0, 2), (7, 8)]
+    assert row_ranges([100, 0, 90, 100]) == [(0, 4)] and row_ranges([0, 0, 7]) == [(2, 3)]
+    model, tok = ours.model, ours.tokenizer
+    seqs = [tok.encode(PROMPTS[0]), tok.encode(PROMPTS[1]), tok.encode(PROMPTS[1] * 12)[:300]]
+    slots = [0, 1, 7]
+    with torch.inference_mode():
+        full = [model(torch.tensor([s]))[0, -1] for s in seqs]
+        model.setup_caches(8, 512)
+        model.forward_packed(torch.tensor([sum((s[:-1] for s in seqs), [])]),
+                             Packed(slots, [0] * 3, [len(s) - 1 for s in seqs]))
+        step = Packed(slots, [len(s) - 1 for s in seqs], [1] * 3)
+        assert [(lo, hi) for _, _, lo, hi, _, _ in step.decoding] == [(0, 2), (7, 8)]
+        out = model.forward_packed(torch.tensor([[s[-1] for s in seqs]]), step)
+        model.clear_caches()
+    for o, f in zip(out, full):
+        assert (o - f).abs().max() < 1e-4
 
 
 def test_logits_only_where_asked(ours):

@@ -27,7 +27,8 @@ import torch
 from tinythink.engine.generate import check_prompt
 from tinythink.engine.prefix_cache import PrefixCache
 from tinythink.engine.sampling import Sampler, SamplingParams, token_logprobs
-from tinythink.model.transformer import KV_DTYPE, Packed, Transformer
+from tinythink.model.packed_batch import Packed
+from tinythink.model.transformer import KV_DTYPE, Transformer
 
 _DONE = None  # end-of-stream marker in a request's event queue
 

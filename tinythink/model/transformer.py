@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import math
 import mmap
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tinythink.model.config import ModelConfig
+from tinythink.model.packed_batch import Packed
 
 
 KV_DTYPE = torch.float32  # keys and values are kept, and attention runs, in float32: bf16 SDPA is ~6x slower on CPU
@@ -90,37 +90,6 @@ class KVCache(nn.Module):
         self.register_buffer("v", zeros_paged_on_write(shape, dtype), persistent=False)
 
 
-@dataclass
-class Packed:
-    """New tokens of several sequences packed into one row (1, N), as continuous batching runs them:
-    sequence i has `lengths[i]` tokens, to be written into KV-cache row `slots[i]` from position `starts[i]`.
-    Linear layers see all N tokens at once; attention runs per sequence, each over its own cache row."""
-    slots: list[int]
-    starts: list[int]
-    lengths: list[int]
-
-    def __post_init__(self):
-        lengths = torch.tensor(self.lengths)
-        self.token_slots = torch.tensor(self.slots).repeat_interleave(lengths)  # (N,)
-        self.positions = torch.cat([torch.arange(s, s + n) for s, n in zip(self.starts, self.lengths)])  # (N,)
-        self.ends = lengths.cumsum(0)  # each sequence's last token is at ends[i] - 1
-        # Single tokens (decoding) attend in one batched call over cache rows 0..R-1, each row masked to its
-        # own length (rows not decoding see only position 0, so their dummy output stays finite).
-        single = [i for i, n in enumerate(self.lengths) if n == 1]
-        self.decoding = None
-        if len(single) > 1:
-            slots = torch.tensor([self.slots[i] for i in single])
-            visible = torch.ones(int(slots.max()) + 1, dtype=torch.long)
-            visible[slots] = torch.tensor([self.starts[i] + 1 for i in single])
-            mask = (torch.arange(int(visible.max())) < visible[:, None])[:, None, None]  # (R, 1, 1, L)
-            self.decoding = (self.ends[single] - 1, slots, mask)
-        # Each other sequence attends on its own: (first token, slot, start, length, mask)
-        self.others = [(int(self.ends[i]) - n, self.slots[i], self.starts[i], n,
-                        None if self.starts[i] == 0 or n == 1 else  # causal from 0, or a single query: no mask
-                        torch.arange(self.starts[i] + n) <= torch.arange(self.starts[i], self.starts[i] + n)[:, None])
-                       for i, n in enumerate(self.lengths) if self.decoding is None or n > 1]
-
-
 class Attention(nn.Module):
     def __init__(self, config: ModelConfig, n_heads: int, n_kv_heads: int):
         super().__init__()
@@ -158,14 +127,12 @@ class Attention(nn.Module):
         cache.v[packed.token_slots, :, packed.positions] = v.to(cache.v.dtype)
         q = q.to(cache.k.dtype)
         y = torch.empty_like(q)
-        if packed.decoding is not None:
-            tokens, slots, mask = packed.decoding
-            R, L = mask.shape[0], mask.shape[-1]
-            qb = q.new_zeros(R, self.n_heads, 1, self.head_dim)
-            qb[slots] = q[tokens][:, :, None]  # (R, H, 1, D)
-            yb = F.scaled_dot_product_attention(qb, cache.k[:R, :, :L], cache.v[:R, :, :L], attn_mask=mask,
+        for tokens, rows, lo, hi, L, mask in packed.decoding:
+            qb = q.new_zeros(hi - lo, self.n_heads, 1, self.head_dim)
+            qb[rows] = q[tokens][:, :, None]  # (R, H, 1, D)
+            yb = F.scaled_dot_product_attention(qb, cache.k[lo:hi, :, :L], cache.v[lo:hi, :, :L], attn_mask=mask,
                                                 enable_gqa=True)
-            y[tokens] = yb[slots, :, 0]
+            y[tokens] = yb[rows, :, 0]
         for lo, slot, start, n, mask in packed.others:
             qi = q[lo:lo + n].transpose(0, 1)[None]  # (1, H, n, D)
             ki, vi = cache.k[slot:slot + 1, :, :start + n], cache.v[slot:slot + 1, :, :start + n]  # (1, H_kv, L, D)
