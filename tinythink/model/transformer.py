@@ -129,7 +129,7 @@ class Attention(nn.Module):
         y = torch.empty_like(q)
         for tokens, rows, lo, hi, L, mask in packed.decoding:
             qb = q.new_zeros(hi - lo, self.n_heads, 1, self.head_dim)
-            qb[rows] = q[tokens][:, :, None]  # (R, H, 1, D)
+            qb[rows] = q[tokens][:, :, None]  # (hi - lo, H, 1, D): one row per cache row of the range
             yb = F.scaled_dot_product_attention(qb, cache.k[lo:hi, :, :L], cache.v[lo:hi, :, :L], attn_mask=mask,
                                                 enable_gqa=True)
             y[tokens] = yb[rows, :, 0]
