@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from tinythink.model import packed_linear
+from tinythink.model import decode_attention, packed_linear
 from tinythink.model.packed_linear import PackedLinear, pack_linears
 from tinythink.model.quantize import Int8Linear
 from tinythink.model.packed_batch import Packed, row_ranges
@@ -15,7 +15,17 @@ PROMPTS = ["<|im_start|>user\nWhy is the sky blue?<|im_end|>\n",
            "<|im_start|>user\nName three colours and a fruit, then count to five.<|im_end|>\n<|im_start|>assistant\n"]
 
 
-def test_a_packed_batch_equals_each_sequence_alone(ours):
+@pytest.fixture(params=["kernel", "sdpa"])
+def decode_path(request, monkeypatch):
+    """Decoding tokens attend through tinythink's kernel, or through SDPA as where the kernel cannot be built."""
+    if request.param == "sdpa":
+        monkeypatch.setattr(decode_attention, "library", lambda: None)
+    else:
+        assert decode_attention.library() is not None
+    return request.param
+
+
+def test_a_packed_batch_equals_each_sequence_alone(ours, decode_path):
     """Two decode tokens (attending together), a prompt prefilled from 0 and one continued from a cached start,
     in one pass: each equals a plain causal forward of its own sequence."""
     model, tok = ours.model, ours.tokenizer
@@ -36,9 +46,10 @@ def test_a_packed_batch_equals_each_sequence_alone(ours):
     assert (out[-1] - full_b[10]).abs().max() < 1e-4
 
 
-def test_decoding_rows_attend_in_ranges(ours):
-    """Two short sequences and a long one decode together: their rows split into two attention calls (the short
-    rows no longer read up to the long one's length), and each token equals a plain forward pass of its sequence."""
+def test_decoding_rows_attend_in_ranges(ours, decode_path):
+    """Two short sequences and a long one decode together: each token equals a plain forward pass of its
+    sequence. Through SDPA their rows split into two calls (the short rows do not read up to the long one's
+    length); the kernel reads each row to its own length."""
     assert row_ranges([5, 5, 0, 0, 0, 0, 0, 300]) == [(0, 2), (7, 8)]
     assert row_ranges([100, 0, 90, 100]) == [(0, 4)] and row_ranges([0, 0, 7]) == [(2, 3)]
     model, tok = ours.model, ours.tokenizer

@@ -7,7 +7,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import os
 import subprocess
 import sys
 import tarfile
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from tinythink import paths
 from tinythink.errors import TinythinkError
 
 
@@ -50,9 +50,7 @@ PACKAGES = {p.name: p for p in [
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("TINYTHINK_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") \
-        / "tinythink"
-    return Path(root) / "eval"
+    return paths.cache_dir("eval")
 
 
 def sha256(path: Path) -> str:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tinythink.model import decode_attention
 from tinythink.model.config import ModelConfig
 from tinythink.model.packed_batch import Packed
 
@@ -127,17 +128,20 @@ class Attention(nn.Module):
         cache.v[packed.token_slots, :, packed.positions] = v.to(cache.v.dtype)
         q = q.to(cache.k.dtype)
         y = torch.empty_like(q)
-        for tokens, rows, lo, hi, L, mask in packed.decoding:
-            qb = q.new_zeros(hi - lo, self.n_heads, 1, self.head_dim)
-            qb[rows] = q[tokens][:, :, None]  # (hi - lo, H, 1, D): one row per cache row of the range
-            yb = F.scaled_dot_product_attention(qb, cache.k[lo:hi, :, :L], cache.v[lo:hi, :, :L], attn_mask=mask,
-                                                enable_gqa=True)
-            y[tokens] = yb[rows, :, 0]
+        if packed.single and decode_attention.library() and decode_attention.supports(q, cache.k):
+            y[packed.decode_tokens] = decode_attention.decode_attention(
+                q[packed.decode_tokens], cache.k, cache.v, packed.decode_slots, packed.decode_lengths)
+        else:
+            for tokens, rows, lo, hi, L, mask in packed.decoding:
+                qb = q.new_zeros(hi - lo, self.n_heads, 1, self.head_dim)
+                qb[rows] = q[tokens][:, :, None]  # (hi - lo, H, 1, D): one row per cache row of the range
+                yb = F.scaled_dot_product_attention(qb, cache.k[lo:hi, :, :L], cache.v[lo:hi, :, :L],
+                                                    attn_mask=mask, enable_gqa=True)
+                y[tokens] = yb[rows, :, 0]
         for lo, slot, start, n, mask in packed.others:
             qi = q[lo:lo + n].transpose(0, 1)[None]  # (1, H, n, D)
             ki, vi = cache.k[slot:slot + 1, :, :start + n], cache.v[slot:slot + 1, :, :start + n]  # (1, H_kv, L, D)
-            yi = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask, is_causal=mask is None and n > 1,
-                                                enable_gqa=True)
+            yi = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask, is_causal=mask is None, enable_gqa=True)
             y[lo:lo + n] = yi[0].transpose(0, 1)  # (n, H, D)
         return y
 
