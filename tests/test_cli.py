@@ -81,7 +81,9 @@ def test_quantize_then_generate(tmp_path):
     r = run("generate", "-m", str(out), "What is the capital of France?")
     assert r.returncode == 0 and "Paris" in r.stdout
     r = run("quantize", "smollm2-135m", "--bits", "4", "--group-size", "100", "--out", str(tmp_path / "bad"))
-    assert r.returncode == 2 and "group size 100 does not divide" in r.stderr
+    assert r.returncode == 2 and "group size must be one of (32, 64, 128, 256), not 100" in r.stderr
+    r = run("quantize", "smollm2-135m", "--bits", "4", "--group-size", "256", "--out", str(tmp_path / "bad"))
+    assert r.returncode == 2 and "group size 256 does not divide 576" in r.stderr
 
 
 def test_bench_prints_a_table_per_variant(tmp_path):

@@ -1,20 +1,20 @@
-"""The decode attention kernel: built for this CPU with the system's compiler, equal to SDPA, and replaced by
-SDPA (with a warning) where it cannot be built."""
+"""The decode attention kernel: built for this CPU with the system's compiler (model/native.py), equal to SDPA,
+and replaced by SDPA (with a warning) where it cannot be built."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from tinythink.model import decode_attention
+from tinythink.model import decode_attention, native
 
 
 @pytest.fixture
 def fresh_library(monkeypatch, tmp_path):
     """library() built again, into an empty cache."""
     monkeypatch.setenv("TINYTHINK_CACHE", str(tmp_path))
-    decode_attention.library.cache_clear()
+    native.library.cache_clear()
     yield tmp_path
-    decode_attention.library.cache_clear()
+    native.library.cache_clear()
 
 
 def reference(q, k, v, slots, lengths):
@@ -55,7 +55,7 @@ def test_built_once_into_the_cache(fresh_library):
     built = list((fresh_library / "kernels").glob("decode_attention-*.so"))
     assert lib is not None and len(built) == 1
     mtime = built[0].stat().st_mtime_ns
-    decode_attention.library.cache_clear()
+    native.library.cache_clear()
     assert decode_attention.library() is not None
     assert built[0].stat().st_mtime_ns == mtime and list((fresh_library / "kernels").iterdir()) == built
 

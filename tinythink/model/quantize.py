@@ -3,13 +3,14 @@
 - int8: one scale per output channel, symmetric, round to nearest.
 - int4: one scale and one minimum per group of `group_size` input weights, asymmetric, round to nearest.
 
-Both run on PyTorch's CPU weight-only kernels (`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`), which
-are fast with bfloat16 activations (and very slow with float32 ones): a quantized layer computes in bfloat16
-and hands back its input's dtype. The rest of a quantized model (embeddings, norms) runs in bfloat16 where the
-CPU has it natively, and in float32 elsewhere (`run_rest_in`), where emulated bfloat16 costs more than it
-saves; a tied output head decodes through an int8 copy (`quantize_tied_head`). The stored int4 format is
-plain nibbles (two weights a byte), portable across machines; the CPU kernel's packed layout is made at load
-time.
+The rest of a quantized model (embeddings, norms) runs in bfloat16 where the CPU has it natively, and in
+float32 elsewhere (`run_rest_in`), where emulated bfloat16 costs more than it saves; a tied output head decodes
+through an int8 copy (`quantize_tied_head`). With float32 activations a quantized layer runs on tinythink's own
+kernels (model/quantized_matmul.py); with bfloat16 ones, or where those cannot be built, on PyTorch's CPU
+weight-only kernels (`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`), which are fast with bfloat16
+activations and very slow with float32 ones (so they compute in bfloat16 and hand back the input's dtype).
+The stored int4 format is plain nibbles (two weights a byte), portable across machines; PyTorch's kernel's
+packed layout is made at its first use.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tinythink.errors import TinythinkError
+from tinythink.model import quantized_matmul
 from tinythink.model.memory import release_free_memory
 
 BITS = (8, 4)
+GROUP_SIZES = (32, 64, 128, 256)  # int4 groups both CPU kernels (ours and PyTorch's) run
 
 
 class QuantizationError(TinythinkError, ValueError):
@@ -59,7 +62,11 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
-        y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, shape[-1]).to(torch.bfloat16), self.weight, self.scales)
+        if quantized_matmul.supports(x, self.in_features) and quantized_matmul.library():
+            y = quantized_matmul.int8_matmul(x.reshape(-1, shape[-1]), self.weight, self.scales)
+        else:
+            y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, shape[-1]).to(torch.bfloat16), self.weight,
+                                                   self.scales)
         y = y.reshape(*shape[:-1], self.out_features)
         return (y + self.bias if self.bias is not None else y).to(x.dtype)
 
@@ -107,12 +114,16 @@ class Int4Linear(nn.Module):
         return self.codes().float() * scales + mins
 
     def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        if quantized_matmul.supports(x, self.in_features, self.group_size) and quantized_matmul.library():
+            y = quantized_matmul.int4_matmul(x.reshape(-1, shape[-1]), self.weight, self.scales_mins, self.group_size)
+            y = y.reshape(*shape[:-1], self.out_features)
+            return y + self.bias if self.bias is not None else y
         if self._packed is None:
             self._packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(self.codes().int(), 1)
             scales, mins = self.scales_mins[..., 0], self.scales_mins[..., 1]
             # the kernel computes (code - 8) * scale + zero
             self._scales_zeros = torch.stack([scales, mins + 8 * scales], dim=-1).contiguous()
-        shape = x.shape
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, shape[-1]).to(torch.bfloat16), self._packed,
                                                        self.group_size, self._scales_zeros)
         y = y.reshape(*shape[:-1], self.out_features)
@@ -181,14 +192,16 @@ def _quantize_weight(weight: Tensor, bias: Tensor | None, bits: int, group_size:
     return Int8Linear.from_weight(weight, bias) if bits == 8 else Int4Linear.from_weight(weight, bias, group_size)
 
 
-def _check_bits(bits: int):
+def _check_bits(bits: int, group_size: int):
     if bits not in BITS:
         raise QuantizationError(f"bits must be one of {BITS}")
+    if bits == 4 and group_size not in GROUP_SIZES:
+        raise QuantizationError(f"the int4 group size must be one of {GROUP_SIZES}, not {group_size}")
 
 
 def quantize_model(model: nn.Module, bits: int, group_size: int = 32) -> nn.Module:
     """Swap every linear layer for its quantized form, in place; the rest of the model goes to bfloat16."""
-    _check_bits(bits)
+    _check_bits(bits, group_size)
     for name in quantized_linears(model.config):  # from the float32 (or whatever) weights, before any cast
         linear = model.get_submodule(name)
         _replace(model, name, _quantize_weight(linear.weight.detach(), linear.bias, bits, group_size))
@@ -201,7 +214,7 @@ def quantize_tensors(named_loaders, config, bits: int, group_size: int = 32) -> 
     """A quantized model's state dict from (name, loader) pairs, `loader(dtype)` giving one tensor: linear
     weights are read in float32 and quantized one at a time, everything else straight into bfloat16, so no
     more than one float32 tensor is ever alive. Sets config.quantization."""
-    _check_bits(bits)
+    _check_bits(bits, group_size)
     linears = {f"{n}.weight" for n in quantized_linears(config)}
     sd = {}
     for name, load in named_loaders:

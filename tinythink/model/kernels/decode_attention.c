@@ -11,7 +11,7 @@
  *   q, out: (n, h, d), the new tokens' queries and attention outputs, query head j uses KV head j / (h / h_kv)
  *   k, v:   the cache, (rows, h_kv, positions, d): row stride `row_stride`, head stride `head_stride` floats
  *   slots:  (n,) the cache row of each token; lengths: (n,) the positions it attends to, 1 or more
- * Built with -O3 -ffast-math -march=native -fopenmp, at first use, by tinythink/model/decode_attention.py.
+ * Built with -O3 -ffast-math -march=native -fopenmp, at first use, by tinythink/model/native.py.
  */
 #include <float.h>
 #include <math.h>

@@ -1,0 +1,59 @@
+"""tinythink's kernels for int8/int4 weights with float32 activations (model/quantized_matmul.py) against the
+same weights dequantized and multiplied by PyTorch, on the few-row path (tiles of 2 rows, and a remainder) and the
+many-row path (dequantized in blocks)."""
+
+import pytest
+import torch
+from torch import nn
+
+from tinythink.model import quantized_matmul
+from tinythink.model.quantize import Int4Linear, Int8Linear
+
+
+@pytest.fixture(autouse=True)
+def kernels_built():
+    assert quantized_matmul.library() is not None, "the kernels must build here (gcc is installed)"
+
+
+def rel_err(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.mark.parametrize("rows", [1, 3, 4, 16, 17, 32, 33, 40])
+@pytest.mark.parametrize("make", [Int8Linear.from_weight, lambda w: Int4Linear.from_weight(w, group_size=32),
+                                  lambda w: Int4Linear.from_weight(w, group_size=128)], ids=["int8", "int4g32", "int4g128"])
+@pytest.mark.parametrize("inputs", [128, 1536])
+def test_products_equal_dequantized_weights(rows, make, inputs):
+    g = torch.Generator().manual_seed(rows * inputs)
+    q = make(torch.randn(72, inputs, generator=g))
+    x = torch.randn(rows, inputs, generator=g)
+    if isinstance(q, Int8Linear):
+        got = quantized_matmul.int8_matmul(x, q.weight, q.scales)
+    else:
+        got = quantized_matmul.int4_matmul(x, q.weight, q.scales_mins, q.group_size)
+    assert got.shape == (rows, 72) and rel_err(got, x @ q.dequantize().t()) < 1e-5
+
+
+@pytest.mark.parametrize("make", [Int8Linear.from_weight, lambda w: Int4Linear.from_weight(w, group_size=32)])
+def test_many_rows_in_blocks_of_a_weight(make, monkeypatch):
+    """A vocabulary-wide head is dequantized a block of rows at a time, not whole (113 MB for SmolLM2's)."""
+    monkeypatch.setattr(quantized_matmul, "SCRATCH_FLOATS", 7 * 96)
+    g = torch.Generator().manual_seed(1)
+    q, x = make(torch.randn(40, 96, generator=g)), torch.randn(30, 96, generator=g)
+    got = q(x)
+    assert rel_err(got, x @ q.dequantize().t()) < 1e-5
+
+
+def test_layers_run_on_the_kernels_with_float32_inputs_and_on_pytorch_otherwise():
+    torch.manual_seed(0)
+    linear = nn.Linear(576, 64, bias=True)
+    q4 = Int4Linear.from_float(linear, 32)
+    x = torch.randn(2, 3, 576)
+    reference = x @ q4.dequantize().t() + q4.bias.float()
+    assert rel_err(q4(x), reference) < 1e-5 and q4._packed is None  # PyTorch's packed copy is never made
+    y = q4(x.bfloat16())  # bfloat16 activations: PyTorch's kernel
+    assert y.dtype == torch.bfloat16 and q4._packed is not None and rel_err(y.float(), reference) < 1e-2
+    odd = Int8Linear.from_float(nn.Linear(48, 16))  # inputs not a multiple of 32: PyTorch's kernel
+    xo = torch.randn(3, 48)
+    assert not quantized_matmul.supports(xo, 48)
+    assert rel_err(odd(xo), xo @ odd.dequantize().t() + odd.bias.float()) < 1e-2

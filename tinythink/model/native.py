@@ -1,0 +1,81 @@
+"""tinythink's own CPU kernels (kernels/*.c), for the few operations where PyTorch's are slow at our shapes:
+decode attention, and products with quantized weights and float32 activations. Each is small plain C, built
+for this CPU (-march=native) with the system's C compiler at first use, in about a second, into tinythink's
+cache, keyed by the source, the flags, the compiler and the CPU, and loaded with ctypes. They use PyTorch's own
+OpenMP runtime (a library loaded after torch finds the `libgomp.so.1` torch brought) and its thread count.
+
+Before a kernel is used it must agree with PyTorch on a small case. Without a compiler, where building or that
+check fails, or with TINYTHINK_KERNELS=0, `library(name)` is None (with a warning that says why, except when
+switched off) and the model runs PyTorch's operators instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+import torch
+
+from tinythink import paths
+
+SOURCES = Path(__file__).with_name("kernels")
+FLAGS = ["-O3", "-ffast-math", "-march=native", "-fopenmp", "-shared", "-fPIC"]
+
+
+def _cpu_identity() -> str:
+    try:  # -march=native builds for this CPU: a cache shared between machines must not mix them
+        with open("/proc/cpuinfo") as f:
+            return "".join(sorted({line for line in f if line.startswith(("model name", "flags"))}))
+    except OSError:
+        return platform.processor() + platform.machine()
+
+
+def build(name: str, compiler: str) -> Path:
+    """kernels/{name}.c compiled, from the cache or now."""
+    source = SOURCES / f"{name}.c"
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
+    key = hashlib.sha256("\n".join([source.read_text(), *FLAGS, version, _cpu_identity()]).encode()).hexdigest()
+    path = paths.cache_dir("kernels") / f"{name}-{key[:16]}.so"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+        os.close(fd)
+        try:
+            subprocess.run([compiler, *FLAGS, str(source), "-o", tmp, "-lm"], capture_output=True, text=True,
+                           check=True)
+            os.replace(tmp, path)  # atomic: processes building at once each install a whole library
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return path
+
+
+@cache
+def library(name: str, prepare: Callable[[ctypes.CDLL], None]) -> ctypes.CDLL | None:
+    """The kernel library `name`, after `prepare(lib)` has declared its functions and checked them (raising
+    RuntimeError when they disagree with PyTorch); None where it cannot be had."""
+    if os.environ.get("TINYTHINK_KERNELS", "1") == "0":
+        return None
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    try:
+        if compiler is None:
+            raise RuntimeError("no C compiler (cc or gcc) on the PATH")
+        torch.get_num_threads()  # torch, and so its OpenMP runtime, is loaded first
+        lib = ctypes.CDLL(str(build(name, compiler)))
+        prepare(lib)
+        return lib
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
+        detail = e.stderr.strip().splitlines()[-1] if isinstance(e, subprocess.CalledProcessError) and e.stderr \
+            else str(e)
+        warnings.warn(f"tinythink's {name.replace('_', ' ')} kernel is not available ({detail}); PyTorch's "
+                      "operators run instead, slower", RuntimeWarning, stacklevel=3)
+        return None

@@ -1,0 +1,99 @@
+"""Products with int8/int4 weights and float32 activations by our own kernels (kernels/quantized_matmul.c, built
+by model/native.py), for CPUs without native bfloat16, where PyTorch's weight-only kernels need bfloat16
+activations (converted to and from at every layer) and run far below the memory's speed at a few rows.
+
+Up to `FEW_ROWS[bits]` rows (decoding) each weight is dequantized in registers and multiplied with every row;
+from there on (prefill) the layer's float32 weights are written into a scratch buffer, a block at a time, and
+multiplied by PyTorch's float32 product, whose speed on many rows no simple kernel matches. Against PyTorch's
+bfloat16 kernels, on a 2-core AVX2 EPYC, SmolLM2-135M's layers and head: int8 1.8x faster at one row, 1.6x at
+four; int4 1.3x at one row (its layers alike, its int8 head 2.7x), up to 20% slower at 4-16 rows; both
+1.4x faster at 64 rows and 1.8x at 256 (docs/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import torch
+from torch import Tensor
+
+from tinythink.model import native
+
+FEW_ROWS = {8: 32, 4: 16}  # where dequantizing whole blocks starts to pay (measured as above)
+SCRATCH_FLOATS = 2 << 20  # 8 MB of dequantized weights at a time: a layer's, or a block of a vocabulary-wide head's
+_scratch = threading.local()  # each engine thread's buffer, reused across layers
+
+
+def library() -> ctypes.CDLL | None:
+    return native.library("quantized_matmul", _prepare)
+
+
+def supports(x: Tensor, in_features: int, group_size: int = 32) -> bool:
+    return x.dtype == torch.float32 and x.device.type == "cpu" and in_features % 32 == 0 and group_size % 32 == 0
+
+
+def _many_rows(x: Tensor, n: int, dequantize) -> Tensor:
+    """x (m, k) @ W^T, W's rows dequantized a block at a time by `dequantize(first, rows, out_pointer)`."""
+    k = x.shape[1]
+    block = max(1, min(n, SCRATCH_FLOATS // k))
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or buf.numel() < block * k:
+        buf = _scratch.buf = torch.empty(max(block * k, SCRATCH_FLOATS))
+    if block == n:
+        dequantize(0, n, buf.data_ptr())
+        return x @ buf[:n * k].view(n, k).t()
+    y = x.new_empty(x.shape[0], n)
+    for lo in range(0, n, block):
+        rows = min(block, n - lo)
+        dequantize(lo, rows, buf.data_ptr())
+        y[:, lo:lo + rows] = x @ buf[:rows * k].view(rows, k).t()
+    return y
+
+
+def int8_matmul(x: Tensor, weight: Tensor, scales: Tensor, lib: ctypes.CDLL | None = None) -> Tensor:
+    """x (m, k) float32; weight (n, k) int8; scales (n,) bfloat16 -> (m, n) float32"""
+    lib, (m, k), n, threads = lib or library(), x.shape, weight.shape[0], torch.get_num_threads()
+    x = x.contiguous()
+    if m > FEW_ROWS[8]:
+        return _many_rows(x, n, lambda lo, rows, out: lib.int8_dequantize(
+            weight[lo].data_ptr(), scales[lo].data_ptr(), out, rows, k, threads))
+    y = x.new_empty(m, n)
+    lib.int8_matmul(x.data_ptr(), weight.data_ptr(), scales.data_ptr(), y.data_ptr(), m, n, k, threads)
+    return y
+
+
+def int4_matmul(x: Tensor, weight: Tensor, scales_mins: Tensor, group_size: int,
+                lib: ctypes.CDLL | None = None) -> Tensor:
+    """x (m, k) float32; weight (n, k / 2) uint8 nibbles; scales_mins (k / group_size, n, 2) bfloat16 -> (m, n)"""
+    lib, (m, k), n, threads = lib or library(), x.shape, weight.shape[0], torch.get_num_threads()
+    x = x.contiguous()
+    if m > FEW_ROWS[4]:
+        return _many_rows(x, n, lambda lo, rows, out: lib.int4_dequantize(
+            weight[lo].data_ptr(), scales_mins[:, lo].data_ptr(), out, rows, n, k, group_size, threads))
+    y = x.new_empty(m, n)
+    if lib.int4_matmul(x.data_ptr(), weight.data_ptr(), scales_mins.data_ptr(), y.data_ptr(), m, n, k, group_size,
+                       threads):
+        raise MemoryError("int4 product: no memory for the input's split copy")
+    return y
+
+
+def _prepare(lib: ctypes.CDLL) -> None:
+    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.int8_matmul.argtypes = [p, p, p, p, i64, i64, i64, i32]
+    lib.int8_dequantize.argtypes = [p, p, p, i64, i64, i32]
+    lib.int4_matmul.argtypes = [p, p, p, p, i64, i64, i64, i64, i32]
+    lib.int4_matmul.restype = ctypes.c_int
+    lib.int4_dequantize.argtypes = [p, p, p, i64, i64, i64, i64, i32]
+    # against the same weights dequantized by PyTorch, at one row, a tile and a half, and the many-row path
+    from tinythink.model.quantize import Int4Linear, Int8Linear
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(40, 96, generator=g)
+    q8, q4 = Int8Linear.from_weight(w), Int4Linear.from_weight(w, group_size=32)
+    for m in (1, 3, 33):
+        x = torch.randn(m, 96, generator=g)
+        for got, want in [(int8_matmul(x, q8.weight, q8.scales, lib), x @ q8.dequantize().t()),
+                          (int4_matmul(x, q4.weight, q4.scales_mins, 32, lib), x @ q4.dequantize().t())]:
+            if not torch.allclose(got, want, atol=1e-3, rtol=1e-4):
+                raise RuntimeError(f"it disagrees with PyTorch by {float((got - want).abs().max()):.2g} at {m} rows")
