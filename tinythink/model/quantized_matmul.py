@@ -5,9 +5,9 @@ activations (converted to and from at every layer) and run far below the memory'
 Up to `FEW_ROWS[bits]` rows (decoding) each weight is dequantized in registers and multiplied with every row;
 from there on (prefill) the layer's float32 weights are written into a scratch buffer, a block at a time, and
 multiplied by PyTorch's float32 product, whose speed on many rows no simple kernel matches. Against PyTorch's
-bfloat16 kernels, on a 2-core AVX2 EPYC, SmolLM2-135M's layers and head: int8 1.8x faster at one row, 1.6x at
-four; int4 1.3x at one row (its layers alike, its int8 head 2.7x), up to 20% slower at 4-16 rows; both
-1.4x faster at 64 rows and 1.8x at 256 (docs/BENCHMARKS.md).
+bfloat16 kernels, on a 2-core AVX2 EPYC, SmolLM2-135M's layers and head: int8 1.6-2.6x faster up to 16 rows;
+int4 1.2-1.3x at one row (its layers alike, its int8 head 2.7x), within 25% either way at 4-16 rows; both
+1.0-1.4x at 64 rows and 1.7-1.9x at 256 (`python bench/kernels.py`, docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
