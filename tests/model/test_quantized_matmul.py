@@ -55,5 +55,6 @@ def test_layers_run_on_the_kernels_with_float32_inputs_and_on_pytorch_otherwise(
     assert y.dtype == torch.bfloat16 and q4._packed is not None and rel_err(y.float(), reference) < 1e-2
     odd = Int8Linear.from_float(nn.Linear(48, 16))  # inputs not a multiple of 32: PyTorch's kernel
     xo = torch.randn(3, 48)
-    assert not quantized_matmul.supports(xo, 48)
+    assert not quantized_matmul.supports(xo, 48, odd.scales)
+    assert not quantized_matmul.supports(torch.randn(3, 64), 64, odd.scales.float())  # scales made float32
     assert rel_err(odd(xo), xo @ odd.dequantize().t() + odd.bias.float()) < 1e-2

@@ -62,7 +62,7 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
-        if quantized_matmul.supports(x, self.in_features) and quantized_matmul.library():
+        if quantized_matmul.supports(x, self.in_features, self.scales) and quantized_matmul.library():
             y = quantized_matmul.int8_matmul(x.reshape(-1, shape[-1]), self.weight, self.scales)
         else:
             y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, shape[-1]).to(torch.bfloat16), self.weight,
@@ -115,7 +115,8 @@ class Int4Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
-        if quantized_matmul.supports(x, self.in_features, self.group_size) and quantized_matmul.library():
+        if quantized_matmul.supports(x, self.in_features, self.scales_mins, self.group_size) and \
+                quantized_matmul.library():
             y = quantized_matmul.int4_matmul(x.reshape(-1, shape[-1]), self.weight, self.scales_mins, self.group_size)
             y = y.reshape(*shape[:-1], self.out_features)
             return y + self.bias if self.bias is not None else y

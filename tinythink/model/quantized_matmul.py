@@ -29,8 +29,11 @@ def library() -> ctypes.CDLL | None:
     return native.library("quantized_matmul", _prepare)
 
 
-def supports(x: Tensor, in_features: int, group_size: int = 32) -> bool:
-    return x.dtype == torch.float32 and x.device.type == "cpu" and in_features % 32 == 0 and group_size % 32 == 0
+def supports(x: Tensor, in_features: int, scales: Tensor, group_size: int = 32) -> bool:
+    """Whether the kernels run this input for a layer of `in_features` inputs with these scales (bfloat16, as
+    quantize.py makes them: the kernels read them as such)."""
+    return (x.dtype == torch.float32 and x.device.type == "cpu" and scales.dtype == torch.bfloat16
+            and in_features % 32 == 0 and group_size % 32 == 0)
 
 
 def _many_rows(x: Tensor, n: int, dequantize) -> Tensor:
