@@ -2,9 +2,9 @@
  *
  * Why ours: PyTorch's CPU kernels for int8/int4 weights take bfloat16 activations, which a CPU without native
  * bfloat16 (AVX2) converts to and from at every layer, and at one to a few rows (decoding) they run far below
- * the memory's speed. Here each weight is read once per call, dequantized in registers, and multiplied with
- * every row of x: for the few rows of decoding. For many rows (prefill) `*_dequantize` writes the float32 matrix
- * once and the caller multiplies with a float32 GEMM.
+ * the memory's speed. Here, for the few rows of decoding, each weight row is read from memory once per call and
+ * dequantized in registers for every two rows of x it multiplies. For many rows (prefill) `*_dequantize` writes
+ * float32 weights once and the caller multiplies them with a float32 GEMM.
  *
  * Formats (tinythink/model/quantize.py):
  *   int8: w (n, k) int8, scales (n,) bfloat16: W[r][j] = w[r][j] * scales[r]
@@ -15,7 +15,6 @@
  */
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 typedef float v8f __attribute__((vector_size(32), aligned(4)));
 
