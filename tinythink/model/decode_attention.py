@@ -21,7 +21,8 @@ def library() -> ctypes.CDLL | None:
 
 
 def supports(q: Tensor, k: Tensor) -> bool:
-    """Whether the kernel can run these queries (N, H, D) against this cache (rows, H_kv, S, D)."""
+    """Whether the kernel can run these queries (N, H, D) against this cache (rows, H_kv, S, D); its limits are
+    the C source's MAX_G and MAX_D."""
     h, d, h_kv = q.shape[1], q.shape[2], k.shape[1]
     return (q.dtype == k.dtype == torch.float32 and q.device.type == k.device.type == "cpu" and h % h_kv == 0
             and h // h_kv <= 16 and d <= 256 and k.stride(3) == 1 and k.stride(2) == d)

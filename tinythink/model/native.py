@@ -23,7 +23,7 @@ from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
-import torch
+import torch  # noqa: F401  loaded before any kernel, so a kernel's libgomp.so.1 is the one torch brought
 
 from tinythink import paths
 
@@ -69,7 +69,6 @@ def library(name: str, prepare: Callable[[ctypes.CDLL], None]) -> ctypes.CDLL | 
     try:
         if compiler is None:
             raise RuntimeError("no C compiler (cc or gcc) on the PATH")
-        torch.get_num_threads()  # torch, and so its OpenMP runtime, is loaded first
         lib = ctypes.CDLL(str(build(name, compiler)))
         prepare(lib)
         return lib

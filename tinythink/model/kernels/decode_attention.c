@@ -18,14 +18,8 @@
 #include <stdint.h>
 
 #define BLOCK 64    /* positions scored before their values are accumulated */
-#define MAX_G 16    /* query heads per KV head */
+#define MAX_G 16    /* query heads per KV head (decode_attention.py's supports() says the same) */
 #define MAX_D 256   /* head dimension */
-
-int decode_attention_limits(int *max_g, int *max_d) {
-    *max_g = MAX_G;
-    *max_d = MAX_D;
-    return 0;
-}
 
 /* g queries (g, d) against the keys and values k, v (length, d) -> out (g, d) */
 static void attend(const float *restrict q, const float *restrict k, const float *restrict v, int64_t length,
