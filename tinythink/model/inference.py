@@ -6,8 +6,8 @@
   operators whose dispatch costs as much as the arithmetic, and this removes 3 products a layer, with the
   conversions to and from bfloat16 around each quantized one.
 - Float32 linear layers are pre-packed for oneDNN (`pack_linears`).
-- Our C kernels (decode attention; a quantized model's products) are built, or found in the cache, now rather
-  than at the first request.
+- Our C kernels (decode attention; a quantized model's products, and its decoding steps through all layers in
+  one call, `DecodeLayers`) are built, or found in the cache, now rather than at the first request.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from tinythink.model import decode_attention, quantized_matmul
+from tinythink.model.decode_layers import DecodeLayers
 from tinythink.model.packed_linear import pack_linears
 from tinythink.model.quantize import Int4Linear, quantize_tied_head
 from tinythink.model.transformer import Transformer
@@ -51,4 +52,6 @@ def prepare_for_inference(model: Transformer) -> Transformer:
     decode_attention.library()
     if model.config.quantization:
         quantized_matmul.library()
-    return pack_linears(fuse_projections(quantize_tied_head(model)))
+    model = pack_linears(fuse_projections(quantize_tied_head(model)))
+    model.decode_layers = DecodeLayers.for_model(model)
+    return model

@@ -15,6 +15,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -39,11 +40,19 @@ def _cpu_identity() -> str:
         return platform.processor() + platform.machine()
 
 
+def _text_with_includes(source: Path) -> str:
+    """The source and, after it, every kernel source it includes (`#include "name.c"`), for the cache key."""
+    text = source.read_text()
+    included = re.findall(r'^#include "([^"]+)"', text, flags=re.MULTILINE)
+    return "\n".join([text, *(_text_with_includes(SOURCES / name) for name in included)])
+
+
 def build(name: str, compiler: str) -> Path:
     """kernels/{name}.c compiled, from the cache or now."""
     source = SOURCES / f"{name}.c"
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256("\n".join([source.read_text(), *FLAGS, version, _cpu_identity()]).encode()).hexdigest()
+    key = hashlib.sha256("\n".join([_text_with_includes(source), *FLAGS, version, _cpu_identity()]).encode()
+                         ).hexdigest()
     path = paths.cache_dir("kernels") / f"{name}-{key[:16]}.so"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -193,6 +193,7 @@ class Transformer(nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         self.max_batch = self.max_seq_len = 0
+        self.decode_layers = None  # decoding steps in one kernel call, for inference (model/decode_layers.py)
         self._rope_cache: tuple[Tensor, Tensor] | None = None
 
     def rope(self, positions: Tensor) -> tuple[Tensor, Tensor]:
@@ -250,7 +251,10 @@ class Transformer(nn.Module):
         if length > self.max_seq_len:
             raise ValueError(f"position {length - 1} is past the KV cache ({self.max_seq_len} positions)")
         cos, sin = self.rope(packed.positions)  # (N, D)
-        x = self._hidden(idx, cos[:, None], sin[:, None], packed)[0]  # (N, dim)
+        if self.decode_layers is not None and self.decode_layers.runs(packed):
+            x = self.decode_layers(self.embed_tokens(idx[0]), cos, sin, packed)  # (N, dim)
+        else:
+            x = self._hidden(idx, cos[:, None], sin[:, None], packed)[0]
         return self._logits(x if logits_at is None else x[logits_at], False)
 
     def _hidden(self, idx: Tensor, cos: Tensor, sin: Tensor, packed: Packed | None) -> Tensor:
