@@ -57,8 +57,9 @@ def test_steps_of_the_default_model_equal_its_modules(default_gguf, bits):
         torch.testing.assert_close(fused_kv, modules_kv, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("rows", [2, 20])  # products with weights dequantized in registers; through a buffer
 @pytest.mark.parametrize("bits, group", [(8, 0), (4, 64)])
-def test_biases_and_layers_of_their_own_shapes(bits, group):
+def test_biases_and_layers_of_their_own_shapes(bits, group, rows):
     """A Qwen2-style model (q/k/v biases) pruned to a different width in each layer."""
     torch.manual_seed(0)
     shapes = (LayerShape(4, 2, 128), LayerShape(2, 1, 64), LayerShape(4, 4, 192))
@@ -66,8 +67,11 @@ def test_biases_and_layers_of_their_own_shapes(bits, group):
                          head_dim=32, attention_bias=True, arch="qwen2", layer_shapes=shapes)
     model = prepare_for_inference(run_rest_in(quantize_model(Transformer(config), bits, group or 32), torch.float32))
     assert model.decode_layers is not None
-    prefill(model, [[1, 2, 3], [4] * 70])
-    (fused, fused_kv), (modules, modules_kv) = step_both_ways(model, [5, 6], [1, 0], [70, 3])
+    prompts = [[4] * (3 + 7 * i) for i in range(rows)]
+    prefill(model, prompts)
+    slots = list(range(rows))[::-1]
+    (fused, fused_kv), (modules, modules_kv) = step_both_ways(model, [5 + s for s in slots], slots,
+                                                              [len(prompts[s]) for s in slots])
     torch.testing.assert_close(fused, modules, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(fused_kv, modules_kv, atol=1e-5, rtol=1e-5)
 
@@ -76,10 +80,10 @@ def test_which_steps_and_models_it_runs(ours, default_gguf, monkeypatch):
     assert prepare_for_inference(copy.deepcopy(ours.model)).decode_layers is None  # float32 weights
     model = prepare_for_inference(load_model(str(default_gguf), quantize=4).model)
     layers = model.decode_layers
-    model.setup_caches(20, 64)
+    model.setup_caches(70, 64)
     assert layers.runs(Packed([0, 3], [5, 9], [1, 1]))
     assert not layers.runs(Packed([0, 3], [5, 0], [1, 4]))  # a prompt in the step: the modules run it all
-    assert not layers.runs(Packed(list(range(17)), [5] * 17, [1] * 17))  # past int4's few-row products
+    assert not layers.runs(Packed(list(range(65)), [5] * 65, [1] * 65))  # past the few-row products
     model.clear_caches()
     assert not layers.runs(Packed([0], [5], [1]))
     monkeypatch.setenv("TINYTHINK_KERNELS", "0")

@@ -25,7 +25,7 @@ _p, _i64 = ctypes.c_void_p, ctypes.c_int64
 
 
 class _Linear(ctypes.Structure):
-    _fields_ = [("weight", _p), ("scales", _p), ("bias", _p), ("n", _i64), ("k", _i64), ("group", _i64)]
+    _fields_ = [("weight", _p), ("scales", _p), ("n", _i64), ("k", _i64), ("group", _i64), ("bias", _p)]
 
 
 class _Layer(ctypes.Structure):
@@ -41,8 +41,8 @@ def library() -> ctypes.CDLL | None:
 def _linear(m: Int8Linear | Int4Linear) -> _Linear:
     scales = m.scales if isinstance(m, Int8Linear) else m.scales_mins
     bias = None if m.bias is None else m.bias.data_ptr()
-    return _Linear(m.weight.data_ptr(), scales.data_ptr(), bias, m.out_features, m.in_features,
-                   getattr(m, "group_size", 0))
+    return _Linear(m.weight.data_ptr(), scales.data_ptr(), m.out_features, m.in_features, getattr(m, "group_size", 0),
+                   bias)
 
 
 def _quantized_for_float32(m) -> bool:
@@ -57,7 +57,7 @@ class DecodeLayers:
 
     def __init__(self, model):
         self.blocks, self.config = list(model.layers), model.config
-        self.max_rows = quantized_matmul.FEW_ROWS[model.config.quantization["bits"]]
+        self.max_rows = quantized_matmul.FEW_ROWS
         self._layers, self._cache = None, None  # the ctypes array, for the KV cache it was made with
 
     @classmethod

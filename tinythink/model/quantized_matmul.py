@@ -2,12 +2,12 @@
 by model/native.py), for CPUs without native bfloat16, where PyTorch's weight-only kernels need bfloat16
 activations (converted to and from at every layer) and run far below the memory's speed at a few rows.
 
-Up to `FEW_ROWS[bits]` rows (decoding) each weight is dequantized in registers and multiplied with every row;
-from there on (prefill) the layer's float32 weights are written into a scratch buffer, a block at a time, and
-multiplied by PyTorch's float32 product, whose speed on many rows no simple kernel matches. Against PyTorch's
-bfloat16 kernels, on a 2-core AVX2 EPYC, SmolLM2-135M's layers and head: int8 1.6-2.6x faster up to 16 rows;
-int4 1.2-1.3x at one row (its layers alike, its int8 head 2.7x), within 25% either way at 4-16 rows; both
-1.0-1.4x at 64 rows and 1.7-1.9x at 256 (`python bench/kernels.py`, docs/BENCHMARKS.md).
+Up to `FEW_ROWS` rows (decoding) the kernel multiplies with the weights as they are stored: up to 8 (int4) or 16
+(int8) rows each weight is dequantized in registers for every two rows, beyond that a few weight rows at a time
+into a buffer in the CPU's cache, multiplied with all rows from there (100-110 GFLOP/s at 32-64 rows on a 2-core
+AVX2 EPYC, above PyTorch's float32 product on dequantized weights). From there on (prefill) the layer's float32
+weights are written into a scratch buffer, a block at a time, and multiplied by PyTorch's float32 product, as fast
+on many rows. `python bench/kernels.py` measures them against PyTorch's kernels (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import Tensor
 
 from tinythink.model import native
 
-FEW_ROWS = {8: 32, 4: 16}  # where dequantizing whole blocks starts to pay (measured as above)
+FEW_ROWS = 64  # up to where our kernels beat dequantizing whole layers for PyTorch's product (as above)
 SCRATCH_FLOATS = 2 << 20  # 8 MB of dequantized weights at a time: a layer's, or a block of a vocabulary-wide head's
 _scratch = threading.local()  # each engine thread's buffer, reused across layers
 
@@ -58,12 +58,10 @@ def int8_matmul(x: Tensor, weight: Tensor, scales: Tensor, lib: ctypes.CDLL | No
     """x (m, k) float32; weight (n, k) int8; scales (n,) bfloat16 -> (m, n) float32"""
     lib, (m, k), n, threads = lib or library(), x.shape, weight.shape[0], torch.get_num_threads()
     x = x.contiguous()
-    if m > FEW_ROWS[8]:
+    if m > FEW_ROWS:
         return _many_rows(x, n, lambda lo, rows, out: lib.int8_dequantize(
             weight[lo].data_ptr(), scales[lo].data_ptr(), out, rows, k, threads))
-    y = x.new_empty(m, n)
-    lib.int8_matmul(x.data_ptr(), weight.data_ptr(), scales.data_ptr(), y.data_ptr(), m, n, k, threads)
-    return y
+    return _few_rows(lib, x, weight, scales, n, 0, threads)
 
 
 def int4_matmul(x: Tensor, weight: Tensor, scales_mins: Tensor, group_size: int,
@@ -71,30 +69,33 @@ def int4_matmul(x: Tensor, weight: Tensor, scales_mins: Tensor, group_size: int,
     """x (m, k) float32; weight (n, k / 2) uint8 nibbles; scales_mins (k / group_size, n, 2) bfloat16 -> (m, n)"""
     lib, (m, k), n, threads = lib or library(), x.shape, weight.shape[0], torch.get_num_threads()
     x = x.contiguous()
-    if m > FEW_ROWS[4]:
+    if m > FEW_ROWS:
         return _many_rows(x, n, lambda lo, rows, out: lib.int4_dequantize(
             weight[lo].data_ptr(), scales_mins[:, lo].data_ptr(), out, rows, n, k, group_size, threads))
-    y = x.new_empty(m, n)
-    if lib.int4_matmul(x.data_ptr(), weight.data_ptr(), scales_mins.data_ptr(), y.data_ptr(), m, n, k, group_size,
-                       threads):
-        raise MemoryError("int4 product: no memory for the input's split copy")
+    return _few_rows(lib, x, weight, scales_mins, n, group_size, threads)
+
+
+def _few_rows(lib: ctypes.CDLL, x: Tensor, weight: Tensor, scales: Tensor, n: int, group: int, threads: int) -> Tensor:
+    y = x.new_empty(x.shape[0], n)
+    if lib.quantized_matmul(x.data_ptr(), weight.data_ptr(), scales.data_ptr(), y.data_ptr(), x.shape[0], n,
+                            x.shape[1], group, threads):
+        raise MemoryError("quantized product: no memory for its scratch buffers")
     return y
 
 
 def _prepare(lib: ctypes.CDLL) -> None:
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    lib.int8_matmul.argtypes = [p, p, p, p, i64, i64, i64, i32]
+    lib.quantized_matmul.argtypes = [p, p, p, p, i64, i64, i64, i64, i32]
+    lib.quantized_matmul.restype = ctypes.c_int
     lib.int8_dequantize.argtypes = [p, p, p, i64, i64, i32]
-    lib.int4_matmul.argtypes = [p, p, p, p, i64, i64, i64, i64, i32]
-    lib.int4_matmul.restype = ctypes.c_int
     lib.int4_dequantize.argtypes = [p, p, p, i64, i64, i64, i64, i32]
-    # against the same weights dequantized by PyTorch, at one row, a tile and a half, and the many-row path
+    # against the same weights dequantized by PyTorch: one row, two tiles, a block of rows, and the many-row path
     from tinythink.model.quantize import Int4Linear, Int8Linear
 
     g = torch.Generator().manual_seed(0)
     w = torch.randn(40, 96, generator=g)
     q8, q4 = Int8Linear.from_weight(w), Int4Linear.from_weight(w, group_size=32)
-    for m in (1, 3, 33):
+    for m in (1, 2, 5, 33):
         x = torch.randn(m, 96, generator=g)
         for got, want in [(int8_matmul(x, q8.weight, q8.scales, lib), x @ q8.dequantize().t()),
                           (int4_matmul(x, q4.weight, q4.scales_mins, 32, lib), x @ q4.dequantize().t())]:

@@ -18,10 +18,8 @@
 #include "decode_attention.c"
 
 typedef struct {
-    const void *weight;      /* int8 (n, k), or int4 nibbles (n, k / 2) */
-    const uint16_t *scales;  /* int8: (n,); int4: (k / group, n, 2) (scale, minimum); bfloat16 */
+    Quantized q;             /* quantized_matmul.c's formats */
     const uint16_t *bias;    /* (n,) bfloat16, or NULL */
-    int64_t n, k, group;     /* group 0: int8 */
 } Linear;
 
 typedef struct {
@@ -31,40 +29,6 @@ typedef struct {
     int64_t row_stride, head_stride;    /* in floats */
     int64_t h, h_kv, hidden;            /* query heads, KV heads, MLP width */
 } Layer;
-
-/* An int4 product reads its input split into even and odd inputs (quantized_matmul.c); inside a parallel region */
-static const float *product_input(const Linear *w, const float *x, int64_t m, float *split) {
-    if (!w->group) return x;
-    int64_t k = w->k, h = k / 2;
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < m; i++)
-        for (int64_t j = 0; j < h; j++) {
-            split[i * k + j] = x[i * k + 2 * j];
-            split[i * k + h + j] = x[i * k + 2 * j + 1];
-        }
-    return split;
-}
-
-/* y (m, n) = x (m, k) @ W^T, x as product_input gave it; inside a parallel region, output rows shared out */
-static void product(const Linear *w, const float *x, int64_t m, float *y) {
-    int64_t n = w->n, k = w->k;
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < n; r++)
-        for (int64_t i = 0; i < m; i += TILE) {
-            int mt = m - i >= 2 ? 2 : 1;
-            if (w->group) {
-                const float *xe = x + i * k, *xo = xe + k / 2;
-                const uint8_t *wr = (const uint8_t *)w->weight + r * k / 2;
-                if (mt == 2) int4_row(xe, xo, k, 2, wr, w->scales + r * 2, n, w->group, y + i * n + r);
-                else int4_row(xe, xo, k, 1, wr, w->scales + r * 2, n, w->group, y + i * n + r);
-            } else {
-                const int8_t *wr = (const int8_t *)w->weight + r * k;
-                float s = bf16(w->scales[r]);
-                if (mt == 2) int8_row(x + i * k, k, 2, wr, s, y + i * n + r, n);
-                else int8_row(x + i * k, k, 1, wr, s, y + i * n + r, n);
-            }
-        }
-}
 
 /* x[i] += y[i] (+ bias), then out[i] = rmsnorm(x[i]) * weight, for each row; inside a parallel region */
 static void residual_norm(float *x, const float *y, const uint16_t *bias, const float *weight, float *out,
@@ -102,13 +66,14 @@ int decode_layers(const Layer *layers, int64_t n_layers, float *x, int64_t m, in
         const Layer *L = layers + l;
         if (L->h % L->h_kv || L->h / L->h_kv > MAX_G || d > MAX_D) return 2;
         widest = max64(widest, max64(L->h * d, L->hidden));
-        qkv_n = max64(qkv_n, L->qkv.n), gate_up_n = max64(gate_up_n, L->gate_up.n), att_n = max64(att_n, L->h * d);
+        qkv_n = max64(qkv_n, L->qkv.q.n), gate_up_n = max64(gate_up_n, L->gate_up.q.n), att_n = max64(att_n, L->h * d);
     }
-    /* h: a layer's normed input; split: an int4 product's input; qkv, att, gate_up, act, y: as named */
-    float *buf = malloc(sizeof(float) * m * (2 * dim + widest + qkv_n + att_n + gate_up_n + widest));
+    /* h: a layer's normed input; qkv, att, gate_up, act, y: as named; scratch: the products' (quantized_product) */
+    int64_t scratch_n = SCRATCH_ROWS(m, threads) * widest;
+    float *buf = malloc(sizeof(float) * (m * (2 * dim + qkv_n + att_n + gate_up_n + widest) + scratch_n));
     if (!buf) return 1;
-    float *h = buf, *y = h + m * dim, *split = y + m * dim, *qkv = split + m * widest, *att = qkv + m * qkv_n,
-          *gate_up = att + m * att_n, *act = gate_up + m * gate_up_n;
+    float *h = buf, *y = h + m * dim, *qkv = y + m * dim, *att = qkv + m * qkv_n, *gate_up = att + m * att_n,
+          *act = gate_up + m * gate_up_n, *scratch = act + m * widest;
     float scale = 1.0f / sqrtf((float)d);
 
 #pragma omp parallel num_threads(threads)
@@ -118,12 +83,12 @@ int decode_layers(const Layer *layers, int64_t n_layers, float *x, int64_t m, in
         int64_t H = L->h, H_kv = L->h_kv, g = H / H_kv, I = L->hidden;
         /* the previous layer's MLP output joins the residual stream here */
         residual_norm(x, prev ? y : NULL, NULL, L->attn_norm, h, m, dim, eps);
-        product(&L->qkv, product_input(&L->qkv, h, m, split), m, qkv);
+        quantized_product(h, &L->qkv.q, m, qkv, scratch);
 
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < m * (H + H_kv); item++) {  /* (row, q or k head): bias, rope, cache */
             int64_t i = item / (H + H_kv), head = item % (H + H_kv);
-            float *row = qkv + i * L->qkv.n, *v = row + (H + H_kv) * d;
+            float *row = qkv + i * L->qkv.q.n, *v = row + (H + H_kv) * d;
             float *part = row + head * d;
             if (L->qkv.bias) {  /* q and k heads lie where their bias does; v heads (H + H_kv) * d further */
                 const uint16_t *b = L->qkv.bias + head * d;
@@ -145,20 +110,20 @@ int decode_layers(const Layer *layers, int64_t n_layers, float *x, int64_t m, in
         for (int64_t item = 0; item < m * H_kv; item++) {  /* (row, KV head): its g query heads together */
             int64_t i = item / H_kv, head = item % H_kv;
             int64_t kv = slots[i] * L->row_stride + head * L->head_stride;
-            attend(qkv + i * L->qkv.n + head * g * d, L->k_cache + kv, L->v_cache + kv, positions[i] + 1, (int)g,
+            attend(qkv + i * L->qkv.q.n + head * g * d, L->k_cache + kv, L->v_cache + kv, positions[i] + 1, (int)g,
                    (int)d, scale, att + (i * H + head * g) * d);
         }
-        product(&L->o, product_input(&L->o, att, m, split), m, y);
+        quantized_product(att, &L->o.q, m, y, scratch);
 
         residual_norm(x, y, L->o.bias, L->mlp_norm, h, m, dim, eps);
-        product(&L->gate_up, product_input(&L->gate_up, h, m, split), m, gate_up);
+        quantized_product(h, &L->gate_up.q, m, gate_up, scratch);
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < m * I; item++) {  /* silu(gate) * up */
             int64_t i = item / I, j = item % I;
             float gate = gate_up[i * 2 * I + j];
             act[item] = gate / (1.0f + expf(-gate)) * gate_up[i * 2 * I + I + j];
         }
-        product(&L->down, product_input(&L->down, act, m, split), m, y);
+        quantized_product(act, &L->down.q, m, y, scratch);
         if (l == n_layers - 1) residual_norm(x, y, NULL, NULL, NULL, m, dim, eps);
     }
     free(buf);

@@ -2,9 +2,11 @@
  *
  * Why ours: PyTorch's CPU kernels for int8/int4 weights take bfloat16 activations, which a CPU without native
  * bfloat16 (AVX2) converts to and from at every layer, and at one to a few rows (decoding) they run far below
- * the memory's speed. Here, for the few rows of decoding, each weight row is read from memory once per call and
- * dequantized in registers for every two rows of x it multiplies. For many rows (prefill) `*_dequantize` writes
- * float32 weights once and the caller multiplies them with a float32 GEMM.
+ * the memory's speed. Here, for a few rows (decoding), each weight row is read from memory once per call and
+ * dequantized in registers for every two rows of x. From 9 (int4) or 17 (int8) rows, where that dequantizes each
+ * weight too often, weight rows are dequantized a block at a time into a small buffer that stays in the CPU's
+ * cache and multiplied from there with every row of x. For many rows (prefill) `*_dequantize` writes float32
+ * weights once and the caller multiplies them with a float32 GEMM.
  *
  * Formats (tinythink/model/quantize.py):
  *   int8: w (n, k) int8, scales (n,) bfloat16: W[r][j] = w[r][j] * scales[r]
@@ -13,12 +15,20 @@
  * x and y are contiguous float32. Built with -O3 -ffast-math -march=native -fopenmp at first use
  * (tinythink/model/native.py); GCC's vector extensions lower to AVX2 here, to narrower units elsewhere.
  */
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 
 typedef float v8f __attribute__((vector_size(32), aligned(4)));
 
 #define TILE 2 /* rows of x multiplied with each dequantized piece of a weight row (4: slower, registers spill) */
+
+/* A quantized matrix W (n, k) in one of the formats above: group 0 means int8 */
+typedef struct {
+    const void *weight;
+    const uint16_t *scales;
+    int64_t n, k, group;
+} Quantized;
 
 static inline float bf16(uint16_t h) {
     union { uint32_t u; float f; } c = {(uint32_t)h << 16};
@@ -60,7 +70,7 @@ static inline float hsum(v8f v) {
     return s;
 }
 
-/* ---- int8 */
+/* ---- a few rows of x: weights dequantized in registers */
 
 /* one weight row (k inputs) against a tile of mt rows of x (k apart) -> y[t * n] */
 static inline void int8_row(const float *x, int64_t k, int mt, const int8_t *w, float scale, float *y, int64_t n) {
@@ -79,29 +89,19 @@ static inline void int8_row(const float *x, int64_t k, int mt, const int8_t *w, 
 }
 
 /* k a multiple of 32 */
-void int8_matmul(const float *x, const int8_t *w, const uint16_t *scales, float *y, int64_t m, int64_t n, int64_t k,
-                 int threads) {
-#pragma omp parallel for schedule(static) num_threads(threads)
+static void int8_rows(const float *x, const Quantized *q, int64_t m, float *y) {
+    const int8_t *w = q->weight;
+    int64_t n = q->n, k = q->k;
+#pragma omp for schedule(static)
     for (int64_t r = 0; r < n; r++) {
-        float s = bf16(scales[r]);
+        float s = bf16(q->scales[r]);
         for (int64_t i = 0; i < m; i += TILE) {
-            const float *xi = x + i * k;
             /* constant tile sizes, so that the compiler keeps the accumulators in registers */
-            if (m - i >= 2) int8_row(xi, k, 2, w + r * k, s, y + i * n + r, n);
-            else int8_row(xi, k, 1, w + r * k, s, y + i * n + r, n);
+            if (m - i >= 2) int8_row(x + i * k, k, 2, w + r * k, s, y + i * n + r, n);
+            else int8_row(x + i * k, k, 1, w + r * k, s, y + i * n + r, n);
         }
     }
 }
-
-void int8_dequantize(const int8_t *w, const uint16_t *scales, float *out, int64_t n, int64_t k, int threads) {
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t r = 0; r < n; r++) {
-        float s = bf16(scales[r]);
-        for (int64_t j = 0; j < k; j += 8) store(out + r * k + j, int8s(w + r * k + j) * s);
-    }
-}
-
-/* ---- int4 */
 
 /* one weight row: w its k / 2 bytes, sm its (scale, minimum) for group 0 (group g lies g * n * 2 further), against
  * a tile of mt rows of x split into even inputs xe and odd inputs xo (k / 2 each, rows k apart) -> y[t * n] */
@@ -129,42 +129,140 @@ static inline void int4_row(const float *xe, const float *xo, int64_t k, int mt,
     for (int t = 0; t < mt; t++) y[t * n] = hsum((acc[t][0] + acc[t][1]) + (acc[t][2] + acc[t][3]));
 }
 
-/* group a multiple of 32 dividing k. Returns 1 when out of memory. */
-int int4_matmul(const float *x, const uint8_t *w, const uint16_t *sm, float *y, int64_t m, int64_t n, int64_t k,
-                int64_t group, int threads) {
-    int64_t h = k / 2;
-    float *split = malloc(sizeof(float) * m * k);  /* each row of x: its even inputs, then its odd ones */
-    if (!split) return 1;
-    for (int64_t i = 0; i < m; i++)
-        for (int64_t j = 0; j < h; j++) {
-            split[i * k + j] = x[i * k + 2 * j];
-            split[i * k + h + j] = x[i * k + 2 * j + 1];
-        }
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t r = 0; r < n; r++) {
+/* x split: each row's even inputs, then its odd ones (split_inputs); group a multiple of 32 dividing k */
+static void int4_rows(const float *split, const Quantized *q, int64_t m, float *y) {
+    const uint8_t *w = q->weight;
+    int64_t n = q->n, k = q->k;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < n; r++)
         for (int64_t i = 0; i < m; i += TILE) {
-            const float *xe = split + i * k, *xo = xe + h;
-            const uint8_t *wr = w + r * h;
-            if (m - i >= 2) int4_row(xe, xo, k, 2, wr, sm + r * 2, n, group, y + i * n + r);
-            else int4_row(xe, xo, k, 1, wr, sm + r * 2, n, group, y + i * n + r);
+            const float *xe = split + i * k, *xo = xe + k / 2;
+            if (m - i >= 2) int4_row(xe, xo, k, 2, w + r * k / 2, q->scales + r * 2, n, q->group, y + i * n + r);
+            else int4_row(xe, xo, k, 1, w + r * k / 2, q->scales + r * 2, n, q->group, y + i * n + r);
         }
+}
+
+static void split_inputs(const float *x, int64_t m, int64_t k, float *split) {
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < k / 2; j++) {
+            split[i * k + j] = x[i * k + 2 * j];
+            split[i * k + k / 2 + j] = x[i * k + 2 * j + 1];
+        }
+}
+
+/* ---- dequantized rows */
+
+/* weight row r (k inputs) -> out (k,) float32 */
+static inline void int8_dequantize_row(const int8_t *w, const uint16_t *scales, int64_t r, int64_t k, float *out) {
+    float s = bf16(scales[r]);
+    for (int64_t j = 0; j < k; j += 8) store(out + j, int8s(w + r * k + j) * s);
+}
+
+/* weight row r of a matrix of n rows (w and sm point at row 0's bytes and (scale, minimum)) -> out (k,) float32 */
+static inline void int4_dequantize_row(const uint8_t *w, const uint16_t *sm, int64_t r, int64_t n, int64_t k,
+                                       int64_t group, float *out) {
+    for (int64_t j = 0; j < k / 2; j += 8) {
+        int64_t g = 2 * j / group;
+        float s = bf16(sm[(g * n + r) * 2]), mn = bf16(sm[(g * n + r) * 2 + 1]);
+        v8f hi, lo;
+        nibbles(w + r * k / 2 + j, &hi, &lo);
+        hi = hi * s + mn, lo = lo * s + mn;
+        store(out + 2 * j, __builtin_shufflevector(hi, lo, 0, 8, 1, 9, 2, 10, 3, 11));
+        store(out + 2 * j + 8, __builtin_shufflevector(hi, lo, 4, 12, 5, 13, 6, 14, 7, 15));
     }
-    free(split);
-    return 0;
+}
+
+static inline void dequantize_row(const Quantized *q, int64_t r, float *out) {
+    if (q->group) int4_dequantize_row(q->weight, q->scales, r, q->n, q->k, q->group, out);
+    else int8_dequantize_row(q->weight, q->scales, r, q->k, out);
+}
+
+void int8_dequantize(const int8_t *w, const uint16_t *scales, float *out, int64_t n, int64_t k, int threads) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t r = 0; r < n; r++) int8_dequantize_row(w, scales, r, k, out + r * k);
 }
 
 /* rows [0, rows) of a matrix of n rows: w and sm point at the first one's bytes and (scale, minimum) */
 void int4_dequantize(const uint8_t *w, const uint16_t *sm, float *out, int64_t rows, int64_t n, int64_t k,
                      int64_t group, int threads) {
 #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t j = 0; j < k / 2; j += 8) {
-            int64_t g = 2 * j / group;
-            float s = bf16(sm[(g * n + r) * 2]), mn = bf16(sm[(g * n + r) * 2 + 1]);
-            v8f hi, lo;
-            nibbles(w + r * k / 2 + j, &hi, &lo);
-            hi = hi * s + mn, lo = lo * s + mn;
-            store(out + r * k + 2 * j, __builtin_shufflevector(hi, lo, 0, 8, 1, 9, 2, 10, 3, 11));
-            store(out + r * k + 2 * j + 8, __builtin_shufflevector(hi, lo, 4, 12, 5, 13, 6, 14, 7, 15));
+    for (int64_t r = 0; r < rows; r++) int4_dequantize_row(w, sm, r, n, k, group, out + r * k);
+}
+
+/* ---- more rows of x: weight rows dequantized a block at a time into a small buffer that stays in the CPU's
+ * cache, and multiplied with x transposed (k, mp): at each step of k, two vectors of 8 rows of x against each of
+ * the block's 6 weights broadcast, 12 sums in registers (the outer-product kernel of BLAS libraries) */
+
+#define BLOCK_ROWS 6 /* weight rows a block */
+
+/* y[i][r + b] for the nb <= BLOCK_ROWS weight rows in buf (k apart) and the rows i0 .. i0 + 15 of x (below m), xt
+ * being x transposed (k, mp) */
+static inline void outer_tile(const float *buf, int nb, const float *xt, int64_t mp, int64_t k, int64_t m,
+                              int64_t i0, float *y, int64_t n, int64_t r) {
+    v8f acc[BLOCK_ROWS][2] = {{{0}}};
+    for (int64_t j = 0; j < k; j++) {
+        v8f x0 = load(xt + j * mp + i0), x1 = load(xt + j * mp + i0 + 8);
+        for (int b = 0; b < nb; b++) {
+            v8f wb = {0};
+            wb += buf[b * k + j];
+            acc[b][0] += wb * x0;
+            acc[b][1] += wb * x1;
         }
+    }
+    for (int b = 0; b < nb; b++)
+        for (int t = 0; t < 16 && i0 + t < m; t++) y[(i0 + t) * n + r + b] = acc[b][t / 8][t % 8];
+}
+
+/* y (m, n) = x (m, k) @ W^T; xt: x transposed (k, mp), mp m rounded up to 16; buf (BLOCK_ROWS, k) floats of the
+ * calling thread's own */
+static void blocked_rows(const float *xt, int64_t mp, const Quantized *q, int64_t m, float *y, float *buf) {
+    int64_t n = q->n, k = q->k;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < n; r += BLOCK_ROWS) {
+        int nb = n - r < BLOCK_ROWS ? (int)(n - r) : BLOCK_ROWS;
+        for (int b = 0; b < nb; b++) dequantize_row(q, r + b, buf + b * k);
+        for (int64_t i0 = 0; i0 < m; i0 += 16) {
+            /* a constant block size in the common case, so that the compiler keeps every sum in a register */
+            if (nb == BLOCK_ROWS) outer_tile(buf, BLOCK_ROWS, xt, mp, k, m, i0, y, n, r);
+            else outer_tile(buf, nb, xt, mp, k, m, i0, y, n, r);
+        }
+    }
+}
+
+/* x (m, k) -> xt (k, mp), rows from m to mp zero */
+static void transpose_inputs(const float *x, int64_t m, int64_t mp, int64_t k, float *xt) {
+#pragma omp for schedule(static)
+    for (int64_t j = 0; j < k; j++)
+        for (int64_t i = 0; i < mp; i++) xt[j * mp + i] = i < m ? x[i * k + j] : 0.0f;
+}
+
+/* ---- inside a parallel region: y (m, n) = x (m, k) @ W^T, scratch (SCRATCH_ROWS(m, threads), k) floats */
+
+#define SCRATCH_ROWS(m, threads) (((m) + 15) / 16 * 16 + (threads) * BLOCK_ROWS)
+
+static void quantized_product(const float *x, const Quantized *q, int64_t m, float *y, float *scratch) {
+    /* where dequantizing into the buffer starts to pay: nibbles cost more to widen than bytes (bench/kernels.py) */
+    if (m > (q->group ? 8 : 16)) {
+        int64_t mp = (m + 15) / 16 * 16;
+        transpose_inputs(x, m, mp, q->k, scratch);
+        blocked_rows(scratch, mp, q, m, y, scratch + (mp + omp_get_thread_num() * BLOCK_ROWS) * q->k);
+    } else if (q->group) {
+        split_inputs(x, m, q->k, scratch);
+        int4_rows(scratch, q, m, y);
+    } else {
+        int8_rows(x, q, m, y);
+    }
+}
+
+/* What quantized_matmul.py calls. Returns 1 when out of memory. */
+int quantized_matmul(const float *x, const void *w, const uint16_t *scales, float *y, int64_t m, int64_t n,
+                     int64_t k, int64_t group, int threads) {
+    Quantized q = {w, scales, n, k, group};
+    float *scratch = malloc(sizeof(float) * SCRATCH_ROWS(m, threads) * k);
+    if (!scratch) return 1;
+#pragma omp parallel num_threads(threads)
+    quantized_product(x, &q, m, y, scratch);
+    free(scratch);
+    return 0;
 }
