@@ -35,7 +35,7 @@ def _model_args(p: argparse.ArgumentParser, positional: bool = False):
                        help=f"known model name, GGUF file or Hugging Face directory (default {DEFAULT_MODEL})")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="weight and activation dtype")
     p.add_argument("--quantize", type=int, choices=(8, 4), default=None,
-                   help="quantize linear layers to 8 or 4 bits after loading (they compute in bfloat16)")
+                   help="quantize linear layers to 8 or 4 bits after loading")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, the physical cores)")
 
 

@@ -41,11 +41,11 @@ def prefill(model, prompts: list[list[int]]):
                              Packed(list(range(len(prompts))), [0] * len(prompts), [len(p) for p in prompts]))
 
 
-@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("bits", [None, 8, 4])
 def test_steps_of_the_default_model_equal_its_modules(default_gguf, bits):
     model = prepare_for_inference(load_model(str(default_gguf), quantize=bits).model)
     assert model.decode_layers is not None, "the kernel must build here (gcc is installed)"
-    g = torch.Generator().manual_seed(bits)
+    g = torch.Generator().manual_seed(bits or 32)
     prompts = [torch.randint(0, 49152, (n,), generator=g).tolist() for n in (5, 90, 33)]
     prefill(model, prompts)
     for slots in ([1], [2, 0, 1]):  # one row; rows out of order, at their own positions
@@ -58,14 +58,15 @@ def test_steps_of_the_default_model_equal_its_modules(default_gguf, bits):
 
 
 @pytest.mark.parametrize("rows", [2, 20])  # products with weights dequantized in registers; through a buffer
-@pytest.mark.parametrize("bits, group", [(8, 0), (4, 64)])
+@pytest.mark.parametrize("bits, group", [(None, 0), (8, 0), (4, 64)])
 def test_biases_and_layers_of_their_own_shapes(bits, group, rows):
     """A Qwen2-style model (q/k/v biases) pruned to a different width in each layer."""
     torch.manual_seed(0)
     shapes = (LayerShape(4, 2, 128), LayerShape(2, 1, 64), LayerShape(4, 4, 192))
     config = ModelConfig(vocab_size=100, dim=64, n_layers=3, n_heads=4, n_kv_heads=2, intermediate_size=128,
                          head_dim=32, attention_bias=True, arch="qwen2", layer_shapes=shapes)
-    model = prepare_for_inference(run_rest_in(quantize_model(Transformer(config), bits, group or 32), torch.float32))
+    model = Transformer(config)
+    model = prepare_for_inference(run_rest_in(quantize_model(model, bits, group or 32), torch.float32) if bits else model)
     assert model.decode_layers is not None
     prompts = [[4] * (3 + 7 * i) for i in range(rows)]
     prefill(model, prompts)
@@ -77,7 +78,7 @@ def test_biases_and_layers_of_their_own_shapes(bits, group, rows):
 
 
 def test_which_steps_and_models_it_runs(ours, default_gguf, monkeypatch):
-    assert prepare_for_inference(copy.deepcopy(ours.model)).decode_layers is None  # float32 weights
+    assert prepare_for_inference(copy.deepcopy(ours.model).to(torch.bfloat16)).decode_layers is None
     model = prepare_for_inference(load_model(str(default_gguf), quantize=4).model)
     layers = model.decode_layers
     model.setup_caches(70, 64)

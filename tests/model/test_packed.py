@@ -1,14 +1,9 @@
-"""Packed batches (many sequences in one forward pass) and oneDNN-packed linear layers, on the default model."""
-
-import copy
+"""Packed batches (many sequences in one forward pass), on the default model."""
 
 import pytest
 import torch
-from torch import nn
 
-from tinythink.model import decode_attention, packed_linear
-from tinythink.model.packed_linear import PackedLinear, pack_linears
-from tinythink.model.quantize import Int8Linear
+from tinythink.model import decode_attention
 from tinythink.model.packed_batch import Packed, row_ranges
 
 PROMPTS = ["<|im_start|>user\nWhy is the sky blue?<|im_end|>\n",
@@ -84,31 +79,3 @@ def test_positions_must_be_consecutive(ours):
         ours.model.setup_caches(1, 16)
         ours.model(torch.tensor([[1, 2, 3]]), input_pos=torch.tensor([0, 2, 3]))
     ours.model.clear_caches()
-
-
-@pytest.mark.skipif(not packed_linear.available(), reason="this PyTorch build has no oneDNN")
-def test_packed_linear_matches_dense():
-    torch.manual_seed(0)
-    linear = nn.Linear(576, 1536, bias=True)
-    packed = PackedLinear(linear)
-    for rows in (1, 7, 64):
-        x = torch.randn(2, rows, 576)
-        assert torch.allclose(packed(x), linear(x), atol=1e-4, rtol=1e-5)
-    assert torch.equal(packed.weight, linear.weight)  # the dense weight comes back exactly
-
-
-@pytest.mark.skipif(not packed_linear.available(), reason="this PyTorch build has no oneDNN")
-def test_pack_linears_swaps_float32_layers_only(ours):
-    model = copy.deepcopy(ours.model)
-    model.layers[0].mlp.up_proj = Int8Linear.from_float(model.layers[0].mlp.up_proj)
-    ids = torch.tensor([ours.tokenizer.encode(PROMPTS[1])])
-    with torch.inference_mode():
-        before = model(ids)
-        pack_linears(model)
-        after = model(ids)
-    assert isinstance(model.layers[2].self_attn.q_proj, PackedLinear) and isinstance(model.lm_head, PackedLinear)
-    assert isinstance(model.layers[0].mlp.up_proj, Int8Linear)
-    assert (before - after).abs().max() < 1e-2  # float32 rounding, amplified by the bfloat16 int8 layer
-    assert torch.equal(before.argmax(-1), after.argmax(-1))
-    bf16 = nn.ModuleDict({"proj": nn.Linear(8, 8).to(torch.bfloat16)})
-    assert type(pack_linears(bf16)["proj"]) is nn.Linear

@@ -1,13 +1,13 @@
-"""Decoding steps of a quantized model through all its layers in one call of our own kernel
-(kernels/decode_layers.c, built by model/native.py): norms, products, rotary embeddings, cache writes, attention
-and residual additions, in place of the ~600 PyTorch operators a step of SmolLM2-135M otherwise runs, whose
-dispatch at a few rows took as long as the int4 products themselves. The embeddings, the final norm and the
-output head stay PyTorch's (the head on model/quantized_matmul.py's kernel).
+"""Decoding steps through all of a model's layers in one call of our own kernel (kernels/decode_layers.c, built by
+model/native.py): norms, products, rotary embeddings, cache writes, attention and residual additions, in place of
+the ~600 PyTorch operators a step of SmolLM2-135M otherwise runs, whose dispatch at a few rows took as long as
+the int4 products themselves. The embeddings, the final norm and the output head stay PyTorch's (the head on
+model/quantized_matmul.py's kernel).
 
 It runs steps where every sequence decodes one token, up to the few-row limit of the products
-(quantized_matmul.FEW_ROWS), with float32 activations and a float32 KV cache; anything else (prompts, wider
-batches, bfloat16 models, no compiler) runs the modules as before. Numerically it is the modules' computation:
-the tests compare its logits with theirs.
+(quantized_matmul.FEW_ROWS), for float32, int8 and int4 weights with float32 activations and a float32 KV cache;
+anything else (prompts, wider batches, bfloat16 models, no compiler) runs the modules as before. Numerically it
+is the modules' computation: the tests compare its logits with theirs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import ctypes
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from tinythink.model import decode_attention, native, quantized_matmul
 from tinythink.model.packed_batch import Packed
@@ -25,7 +25,8 @@ _p, _i64 = ctypes.c_void_p, ctypes.c_int64
 
 
 class _Linear(ctypes.Structure):
-    _fields_ = [("weight", _p), ("scales", _p), ("n", _i64), ("k", _i64), ("group", _i64), ("bias", _p)]
+    _fields_ = [("weight", _p), ("scales", _p), ("n", _i64), ("k", _i64), ("bits", _i64), ("group", _i64),
+                ("bias", _p)]
 
 
 class _Layer(ctypes.Structure):
@@ -38,18 +39,15 @@ def library() -> ctypes.CDLL | None:
     return native.library("decode_layers", _prepare)
 
 
-def _linear(m: Int8Linear | Int4Linear) -> _Linear:
-    scales = m.scales if isinstance(m, Int8Linear) else m.scales_mins
-    bias = None if m.bias is None else m.bias.data_ptr()
-    return _Linear(m.weight.data_ptr(), scales.data_ptr(), m.out_features, m.in_features, getattr(m, "group_size", 0),
-                   bias)
-
-
-def _quantized_for_float32(m) -> bool:
-    scales = getattr(m, "scales", getattr(m, "scales_mins", None))
-    return (isinstance(m, (Int8Linear, Int4Linear)) and quantized_matmul.supports(
-        torch.empty(0), m.in_features, scales, getattr(m, "group_size", 32))
-        and (m.bias is None or m.bias.dtype == torch.bfloat16))
+def _runnable(m) -> bool:
+    """Whether the kernel runs this linear layer with float32 inputs: our int8/int4 layers with bfloat16 scales,
+    or float32 weights, contiguous, k a multiple of 32."""
+    if isinstance(m, (Int8Linear, Int4Linear)):
+        scales = m.scales if isinstance(m, Int8Linear) else m.scales_mins
+        return quantized_matmul.supports(torch.empty(0), m.in_features, scales, getattr(m, "group_size", 32))
+    weight = getattr(m, "weight", None)
+    return (isinstance(m, nn.Linear) and weight.dtype == torch.float32 and weight.is_contiguous()
+            and m.in_features % 32 == 0)
 
 
 class DecodeLayers:
@@ -59,16 +57,17 @@ class DecodeLayers:
         self.blocks, self.config = list(model.layers), model.config
         self.max_rows = quantized_matmul.FEW_ROWS
         self._layers, self._cache = None, None  # the ctypes array, for the KV cache it was made with
+        self._biases: list[Tensor] = []  # float32 copies of the biases the array points at
 
     @classmethod
     def for_model(cls, model) -> DecodeLayers | None:
-        if not model.config.quantization or not len(model.layers) or model.config.head_dim > 256:
+        if not len(model.layers) or model.config.head_dim > 256:
             return None
         for block in model.layers:
             attn, mlp = block.self_attn, block.mlp
             linears = [attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj]
             norms = [block.input_layernorm.weight, block.post_attention_layernorm.weight]
-            if not all(map(_quantized_for_float32, linears)) or any(w.dtype != torch.float32 for w in norms) \
+            if not all(map(_runnable, linears)) or any(w.dtype != torch.float32 for w in norms) \
                     or attn.n_heads // attn.n_kv_heads > 16:
                 return None
         return cls(model) if library() else None
@@ -96,22 +95,35 @@ class DecodeLayers:
     def _array(self):
         cache = self.blocks[0].self_attn.kv_cache.k
         if self._cache is not cache:
+            self._biases = []
             self._layers, self._cache = (_Layer * len(self.blocks))(*map(self._layer, self.blocks)), cache
         return self._layers
 
-    @staticmethod
-    def _layer(block) -> _Layer:
+    def _layer(self, block) -> _Layer:
         attn, mlp, cache = block.self_attn, block.mlp, block.self_attn.kv_cache
         return _Layer(block.input_layernorm.weight.data_ptr(), block.post_attention_layernorm.weight.data_ptr(),
-                      _linear(attn.qkv_proj), _linear(attn.o_proj), _linear(mlp.gate_up_proj), _linear(mlp.down_proj),
-                      cache.k.data_ptr(), cache.v.data_ptr(), cache.k.stride(0), cache.k.stride(1), attn.n_heads,
-                      attn.n_kv_heads, mlp.down_proj.in_features)
+                      self._linear(attn.qkv_proj), self._linear(attn.o_proj), self._linear(mlp.gate_up_proj),
+                      self._linear(mlp.down_proj), cache.k.data_ptr(), cache.v.data_ptr(), cache.k.stride(0),
+                      cache.k.stride(1), attn.n_heads, attn.n_kv_heads, mlp.down_proj.in_features)
+
+    def _linear(self, m) -> _Linear:
+        bias = None
+        if m.bias is not None:
+            self._biases.append(m.bias.detach().float().contiguous())
+            bias = self._biases[-1].data_ptr()
+        if isinstance(m, Int8Linear):
+            return _Linear(m.weight.data_ptr(), m.scales.data_ptr(), m.out_features, m.in_features, 8, 0, bias)
+        if isinstance(m, Int4Linear):
+            return _Linear(m.weight.data_ptr(), m.scales_mins.data_ptr(), m.out_features, m.in_features, 4,
+                           m.group_size, bias)
+        return _Linear(m.weight.data_ptr(), None, m.out_features, m.in_features, 32, 0, bias)
 
 
 def _prepare(lib: ctypes.CDLL) -> None:
     lib.decode_layers.restype = ctypes.c_int
     lib.decode_layers.argtypes = [_p, _i64, _p, _i64, _i64, _i64, _p, _p, _p, _p, ctypes.c_float, ctypes.c_int]
-    # a small int4 model with q/k/v biases: a decoding step of three rows out of order, against its modules
+    # small int4 and float32 models with q/k/v biases: a decoding step of three rows out of order, against their
+    # modules
     from tinythink.model.config import ModelConfig
     from tinythink.model.inference import fuse_projections
     from tinythink.model.quantize import quantize_model, run_rest_in
@@ -119,12 +131,18 @@ def _prepare(lib: ctypes.CDLL) -> None:
 
     if decode_attention.library() is None:
         raise RuntimeError("it needs the decode attention kernel")
-    with torch.random.fork_rng():  # the model's random init, seeded, leaving the caller's generator as it was
-        torch.manual_seed(0)
-        config = ModelConfig(vocab_size=64, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=96,
-                             attention_bias=True, arch="qwen2")
-        model = run_rest_in(fuse_projections(quantize_model(Transformer(config), 4)), torch.float32)
-        prompts = torch.randint(0, 64, (1, 15))
+    for bits in (4, None):
+        with torch.random.fork_rng():  # the model's random init, seeded, leaving the caller's generator as it was
+            torch.manual_seed(0)
+            config = ModelConfig(vocab_size=64, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=96,
+                                 attention_bias=True, arch="qwen2")
+            model = Transformer(config)
+            model = fuse_projections(run_rest_in(quantize_model(model, bits), torch.float32) if bits else model)
+            prompts = torch.randint(0, 64, (1, 15))
+        _check(lib, model, prompts)
+
+
+def _check(lib: ctypes.CDLL, model, prompts: Tensor) -> None:
     model.setup_caches(3, 16)
     with torch.inference_mode():
         model.forward_packed(prompts, Packed([0, 1, 2], [0, 0, 0], [5, 3, 7]))
@@ -139,6 +157,7 @@ def _prepare(lib: ctypes.CDLL) -> None:
         got = DecodeLayers(model)(model.embed_tokens(ids), cos, sin, packed, lib)
     error = float((got - want).abs().max())
     for b, (k, v) in zip(model.layers, caches):
-        error = max(error, float((b.self_attn.kv_cache.k - k).abs().max()), float((b.self_attn.kv_cache.v - v).abs().max()))
+        cache = b.self_attn.kv_cache
+        error = max(error, float((cache.k - k).abs().max()), float((cache.v - v).abs().max()))
     if not error < 1e-4:
         raise RuntimeError(f"it disagrees with the model's modules by {error:.2g}")

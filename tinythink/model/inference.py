@@ -5,9 +5,10 @@
 - q, k and v become one linear layer, and so do the MLP's gate and up: a decoding step is ~600 small
   operators whose dispatch costs as much as the arithmetic, and this removes 3 products a layer, with the
   conversions to and from bfloat16 around each quantized one.
-- Float32 linear layers are pre-packed for oneDNN (`pack_linears`).
-- Our C kernels (decode attention; a quantized model's products, and its decoding steps through all layers in
-  one call, `DecodeLayers`) are built, or found in the cache, now rather than at the first request.
+- Float32 linear layers run few rows on our kernel, or, without it, are pre-packed for oneDNN
+  (`prepare_float_linears`).
+- Our C kernels (decode attention, products, and decoding steps through all layers in one call, `DecodeLayers`)
+  are built, or found in the cache, now rather than at the first request.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import nn
 
 from tinythink.model import decode_attention, quantized_matmul
 from tinythink.model.decode_layers import DecodeLayers
-from tinythink.model.packed_linear import pack_linears
+from tinythink.model.float_linear import prepare_float_linears
 from tinythink.model.quantize import Int4Linear, quantize_tied_head
 from tinythink.model.transformer import Transformer
 
@@ -50,8 +51,7 @@ def fuse_projections(model: Transformer) -> Transformer:
 
 def prepare_for_inference(model: Transformer) -> Transformer:
     decode_attention.library()
-    if model.config.quantization:
-        quantized_matmul.library()
-    model = pack_linears(fuse_projections(quantize_tied_head(model)))
+    quantized_matmul.library()
+    model = prepare_float_linears(fuse_projections(quantize_tied_head(model)))
     model.decode_layers = DecodeLayers.for_model(model)
     return model

@@ -61,7 +61,7 @@ def int8_matmul(x: Tensor, weight: Tensor, scales: Tensor, lib: ctypes.CDLL | No
     if m > FEW_ROWS:
         return _many_rows(x, n, lambda lo, rows, out: lib.int8_dequantize(
             weight[lo].data_ptr(), scales[lo].data_ptr(), out, rows, k, threads))
-    return _few_rows(lib, x, weight, scales, n, 0, threads)
+    return _few_rows(lib, x, weight, scales, n, 8, 0, threads)
 
 
 def int4_matmul(x: Tensor, weight: Tensor, scales_mins: Tensor, group_size: int,
@@ -72,21 +72,29 @@ def int4_matmul(x: Tensor, weight: Tensor, scales_mins: Tensor, group_size: int,
     if m > FEW_ROWS:
         return _many_rows(x, n, lambda lo, rows, out: lib.int4_dequantize(
             weight[lo].data_ptr(), scales_mins[:, lo].data_ptr(), out, rows, n, k, group_size, threads))
-    return _few_rows(lib, x, weight, scales_mins, n, group_size, threads)
+    return _few_rows(lib, x, weight, scales_mins, n, 4, group_size, threads)
 
 
-def _few_rows(lib: ctypes.CDLL, x: Tensor, weight: Tensor, scales: Tensor, n: int, group: int, threads: int) -> Tensor:
+def float32_matmul(x: Tensor, weight: Tensor, lib: ctypes.CDLL | None = None) -> Tensor:
+    """x (m, k) float32; weight (n, k) float32, contiguous -> (m, n); PyTorch's product beyond FEW_ROWS rows"""
+    if x.shape[0] > FEW_ROWS:
+        return x @ weight.t()
+    return _few_rows(lib or library(), x.contiguous(), weight, None, weight.shape[0], 32, 0, torch.get_num_threads())
+
+
+def _few_rows(lib: ctypes.CDLL, x: Tensor, weight: Tensor, scales: Tensor | None, n: int, bits: int, group: int,
+              threads: int) -> Tensor:
     y = x.new_empty(x.shape[0], n)
-    if lib.quantized_matmul(x.data_ptr(), weight.data_ptr(), scales.data_ptr(), y.data_ptr(), x.shape[0], n,
-                            x.shape[1], group, threads):
+    if lib.matmul(x.data_ptr(), weight.data_ptr(), None if scales is None else scales.data_ptr(), y.data_ptr(),
+                  x.shape[0], n, x.shape[1], bits, group, threads):
         raise MemoryError("quantized product: no memory for its scratch buffers")
     return y
 
 
 def _prepare(lib: ctypes.CDLL) -> None:
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    lib.quantized_matmul.argtypes = [p, p, p, p, i64, i64, i64, i64, i32]
-    lib.quantized_matmul.restype = ctypes.c_int
+    lib.matmul.argtypes = [p, p, p, p, i64, i64, i64, i64, i64, i32]
+    lib.matmul.restype = ctypes.c_int
     lib.int8_dequantize.argtypes = [p, p, p, i64, i64, i32]
     lib.int4_dequantize.argtypes = [p, p, p, i64, i64, i64, i64, i32]
     # against the same weights dequantized by PyTorch: one row, two tiles, a block of rows, and the many-row path
@@ -98,6 +106,7 @@ def _prepare(lib: ctypes.CDLL) -> None:
     for m in (1, 2, 5, 33):
         x = torch.randn(m, 96, generator=g)
         for got, want in [(int8_matmul(x, q8.weight, q8.scales, lib), x @ q8.dequantize().t()),
-                          (int4_matmul(x, q4.weight, q4.scales_mins, 32, lib), x @ q4.dequantize().t())]:
+                          (int4_matmul(x, q4.weight, q4.scales_mins, 32, lib), x @ q4.dequantize().t()),
+                          (float32_matmul(x, w, lib), x @ w.t())]:
             if not torch.allclose(got, want, atol=1e-3, rtol=1e-4):
                 raise RuntimeError(f"it disagrees with PyTorch by {float((got - want).abs().max()):.2g} at {m} rows")

@@ -1,4 +1,4 @@
-/* Every layer of a quantized Llama-family model for a decoding step, in one call: m sequences, one new token
+/* Every layer of a Llama-family model for a decoding step, in one call: m sequences, one new token
  * each, from the embeddings to the last layer's output (the caller applies the final norm and the head).
  *
  * Why ours: run as PyTorch operators, a decoding step of SmolLM2-135M is ~600 small operators (norms, rotary
@@ -11,15 +11,15 @@
  *   h = rmsnorm(x) * attn_norm; qkv = h @ Wqkv^T (+ bias); q, k = rope(q, k); cache[slot, :, position] = k, v
  *   x += attend(q, cache row up to position) @ Wo^T (+ bias)
  *   h = rmsnorm(x) * mlp_norm; gate, up = h @ Wgate_up^T; x += (silu(gate) * up) @ Wdown^T
- * Weights are int8 or int4 in quantize.py's formats (group 0 means int8), biases bfloat16; cos and sin (m, d)
- * are each row's rotary table at its position. Built by tinythink/model/native.py.
+ * Weights are float32, int8 or int4 (quantized_matmul.c's formats), biases float32; cos and sin (m, d) are each
+ * row's rotary table at its position. Built by tinythink/model/native.py.
  */
 #include "quantized_matmul.c"
 #include "decode_attention.c"
 
 typedef struct {
-    Quantized q;             /* quantized_matmul.c's formats */
-    const uint16_t *bias;    /* (n,) bfloat16, or NULL */
+    Weights q;               /* quantized_matmul.c's formats */
+    const float *bias;       /* (n,), or NULL */
 } Linear;
 
 typedef struct {
@@ -31,13 +31,13 @@ typedef struct {
 } Layer;
 
 /* x[i] += y[i] (+ bias), then out[i] = rmsnorm(x[i]) * weight, for each row; inside a parallel region */
-static void residual_norm(float *x, const float *y, const uint16_t *bias, const float *weight, float *out,
+static void residual_norm(float *x, const float *y, const float *bias, const float *weight, float *out,
                           int64_t m, int64_t dim, float eps) {
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < m; i++) {
         float *xi = x + i * dim, sum = 0.0f;
         if (y)
-            for (int64_t j = 0; j < dim; j++) xi[j] += y[i * dim + j] + (bias ? bf16(bias[j]) : 0.0f);
+            for (int64_t j = 0; j < dim; j++) xi[j] += y[i * dim + j] + (bias ? bias[j] : 0.0f);
         if (!out) continue;
         for (int64_t j = 0; j < dim; j++) sum += xi[j] * xi[j];
         float r = 1.0f / sqrtf(sum / dim + eps);
@@ -68,7 +68,7 @@ int decode_layers(const Layer *layers, int64_t n_layers, float *x, int64_t m, in
         widest = max64(widest, max64(L->h * d, L->hidden));
         qkv_n = max64(qkv_n, L->qkv.q.n), gate_up_n = max64(gate_up_n, L->gate_up.q.n), att_n = max64(att_n, L->h * d);
     }
-    /* h: a layer's normed input; qkv, att, gate_up, act, y: as named; scratch: the products' (quantized_product) */
+    /* h: a layer's normed input; qkv, att, gate_up, act, y: as named; scratch: the products' (quantized_matmul.c) */
     int64_t scratch_n = SCRATCH_ROWS(m, threads) * widest;
     float *buf = malloc(sizeof(float) * (m * (2 * dim + qkv_n + att_n + gate_up_n + widest) + scratch_n));
     if (!buf) return 1;
@@ -83,7 +83,7 @@ int decode_layers(const Layer *layers, int64_t n_layers, float *x, int64_t m, in
         int64_t H = L->h, H_kv = L->h_kv, g = H / H_kv, I = L->hidden;
         /* the previous layer's MLP output joins the residual stream here */
         residual_norm(x, prev ? y : NULL, NULL, L->attn_norm, h, m, dim, eps);
-        quantized_product(h, &L->qkv.q, m, qkv, scratch);
+        product(h, &L->qkv.q, m, qkv, scratch);
 
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < m * (H + H_kv); item++) {  /* (row, q or k head): bias, rope, cache */
@@ -91,10 +91,10 @@ int decode_layers(const Layer *layers, int64_t n_layers, float *x, int64_t m, in
             float *row = qkv + i * L->qkv.q.n, *v = row + (H + H_kv) * d;
             float *part = row + head * d;
             if (L->qkv.bias) {  /* q and k heads lie where their bias does; v heads (H + H_kv) * d further */
-                const uint16_t *b = L->qkv.bias + head * d;
-                for (int64_t j = 0; j < d; j++) part[j] += bf16(b[j]);
+                const float *b = L->qkv.bias + head * d;
+                for (int64_t j = 0; j < d; j++) part[j] += b[j];
                 if (head >= H)
-                    for (int64_t j = 0; j < d; j++) v[(head - H) * d + j] += bf16(b[H_kv * d + j]);
+                    for (int64_t j = 0; j < d; j++) v[(head - H) * d + j] += b[H_kv * d + j];
             }
             rope(part, cos + i * d, sin + i * d, d);
             if (head >= H) {
@@ -113,17 +113,17 @@ int decode_layers(const Layer *layers, int64_t n_layers, float *x, int64_t m, in
             attend(qkv + i * L->qkv.q.n + head * g * d, L->k_cache + kv, L->v_cache + kv, positions[i] + 1, (int)g,
                    (int)d, scale, att + (i * H + head * g) * d);
         }
-        quantized_product(att, &L->o.q, m, y, scratch);
+        product(att, &L->o.q, m, y, scratch);
 
         residual_norm(x, y, L->o.bias, L->mlp_norm, h, m, dim, eps);
-        quantized_product(h, &L->gate_up.q, m, gate_up, scratch);
+        product(h, &L->gate_up.q, m, gate_up, scratch);
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < m * I; item++) {  /* silu(gate) * up */
             int64_t i = item / I, j = item % I;
             float gate = gate_up[i * 2 * I + j];
             act[item] = gate / (1.0f + expf(-gate)) * gate_up[i * 2 * I + I + j];
         }
-        quantized_product(act, &L->down.q, m, y, scratch);
+        product(act, &L->down.q, m, y, scratch);
         if (l == n_layers - 1) residual_norm(x, y, NULL, NULL, NULL, m, dim, eps);
     }
     free(buf);

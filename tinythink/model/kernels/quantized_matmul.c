@@ -1,4 +1,4 @@
-/* Products with weight-only quantized matrices and float32 activations: y (m, n) = x (m, k) @ W^T.
+/* Products with weight-only quantized (or float32) matrices and float32 activations: y (m, n) = x (m, k) @ W^T.
  *
  * Why ours: PyTorch's CPU kernels for int8/int4 weights take bfloat16 activations, which a CPU without native
  * bfloat16 (AVX2) converts to and from at every layer, and at one to a few rows (decoding) they run far below
@@ -8,7 +8,7 @@
  * cache and multiplied from there with every row of x. For many rows (prefill) `*_dequantize` writes float32
  * weights once and the caller multiplies them with a float32 GEMM.
  *
- * Formats (tinythink/model/quantize.py):
+ * Formats (tinythink/model/quantize.py), and float32 weights (n, k), for the kernels decode_layers.c runs:
  *   int8: w (n, k) int8, scales (n,) bfloat16: W[r][j] = w[r][j] * scales[r]
  *   int4: w (n, k / 2) uint8, input 2i in the high nibble and 2i + 1 in the low one; scales_mins (k / group, n, 2)
  *         bfloat16, (scale, minimum) per group of `group` inputs: W[r][j] = code * scale + minimum
@@ -23,12 +23,12 @@ typedef float v8f __attribute__((vector_size(32), aligned(4)));
 
 #define TILE 2 /* rows of x multiplied with each dequantized piece of a weight row (4: slower, registers spill) */
 
-/* A quantized matrix W (n, k) in one of the formats above: group 0 means int8 */
+/* A matrix W (n, k) in one of the formats above: bits 32 (float32; no scales), 8 or 4 */
 typedef struct {
     const void *weight;
     const uint16_t *scales;
-    int64_t n, k, group;
-} Quantized;
+    int64_t n, k, bits, group;
+} Weights;
 
 static inline float bf16(uint16_t h) {
     union { uint32_t u; float f; } c = {(uint32_t)h << 16};
@@ -88,19 +88,41 @@ static inline void int8_row(const float *x, int64_t k, int mt, const int8_t *w, 
     for (int t = 0; t < mt; t++) y[t * n] = hsum((acc[t][0] + acc[t][1]) + (acc[t][2] + acc[t][3])) * scale;
 }
 
-/* k a multiple of 32 */
-static void int8_rows(const float *x, const Quantized *q, int64_t m, float *y) {
-    const int8_t *w = q->weight;
-    int64_t n = q->n, k = q->k;
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < n; r++) {
-        float s = bf16(q->scales[r]);
-        for (int64_t i = 0; i < m; i += TILE) {
-            /* constant tile sizes, so that the compiler keeps the accumulators in registers */
-            if (m - i >= 2) int8_row(x + i * k, k, 2, w + r * k, s, y + i * n + r, n);
-            else int8_row(x + i * k, k, 1, w + r * k, s, y + i * n + r, n);
+/* the same for float32 weights */
+static inline void float_row(const float *x, int64_t k, int mt, const float *w, float *y, int64_t n) {
+    v8f acc[TILE][4] = {{{0}}};
+    for (int64_t j = 0; j < k; j += 32) {
+        v8f w0 = load(w + j), w1 = load(w + j + 8), w2 = load(w + j + 16), w3 = load(w + j + 24);
+        for (int t = 0; t < mt; t++) {
+            const float *xt = x + t * k + j;
+            acc[t][0] += w0 * load(xt);
+            acc[t][1] += w1 * load(xt + 8);
+            acc[t][2] += w2 * load(xt + 16);
+            acc[t][3] += w3 * load(xt + 24);
         }
     }
+    for (int t = 0; t < mt; t++) y[t * n] = hsum((acc[t][0] + acc[t][1]) + (acc[t][2] + acc[t][3]));
+}
+
+/* k a multiple of 32; float32 or int8 weights */
+static void rows_in_registers(const float *x, const Weights *q, int64_t m, float *y) {
+    int64_t n = q->n, k = q->k;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t i = 0; i < m; i += TILE) {
+            /* constant tile sizes, so that the compiler keeps the accumulators in registers */
+            int mt = m - i >= 2 ? 2 : 1;
+            float *yi = y + i * n + r;
+            if (q->bits == 32) {
+                const float *w = (const float *)q->weight + r * k;
+                if (mt == 2) float_row(x + i * k, k, 2, w, yi, n);
+                else float_row(x + i * k, k, 1, w, yi, n);
+            } else {
+                const int8_t *w = (const int8_t *)q->weight + r * k;
+                if (mt == 2) int8_row(x + i * k, k, 2, w, bf16(q->scales[r]), yi, n);
+                else int8_row(x + i * k, k, 1, w, bf16(q->scales[r]), yi, n);
+            }
+        }
 }
 
 /* one weight row: w its k / 2 bytes, sm its (scale, minimum) for group 0 (group g lies g * n * 2 further), against
@@ -130,7 +152,7 @@ static inline void int4_row(const float *xe, const float *xo, int64_t k, int mt,
 }
 
 /* x split: each row's even inputs, then its odd ones (split_inputs); group a multiple of 32 dividing k */
-static void int4_rows(const float *split, const Quantized *q, int64_t m, float *y) {
+static void int4_rows(const float *split, const Weights *q, int64_t m, float *y) {
     const uint8_t *w = q->weight;
     int64_t n = q->n, k = q->k;
 #pragma omp for schedule(static)
@@ -173,8 +195,8 @@ static inline void int4_dequantize_row(const uint8_t *w, const uint16_t *sm, int
     }
 }
 
-static inline void dequantize_row(const Quantized *q, int64_t r, float *out) {
-    if (q->group) int4_dequantize_row(q->weight, q->scales, r, q->n, q->k, q->group, out);
+static inline void dequantize_row(const Weights *q, int64_t r, float *out) {
+    if (q->bits == 4) int4_dequantize_row(q->weight, q->scales, r, q->n, q->k, q->group, out);
     else int8_dequantize_row(q->weight, q->scales, r, q->k, out);
 }
 
@@ -216,16 +238,18 @@ static inline void outer_tile(const float *buf, int nb, const float *xt, int64_t
 
 /* y (m, n) = x (m, k) @ W^T; xt: x transposed (k, mp), mp m rounded up to 16; buf (BLOCK_ROWS, k) floats of the
  * calling thread's own */
-static void blocked_rows(const float *xt, int64_t mp, const Quantized *q, int64_t m, float *y, float *buf) {
+static void blocked_rows(const float *xt, int64_t mp, const Weights *q, int64_t m, float *y, float *buf) {
     int64_t n = q->n, k = q->k;
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < n; r += BLOCK_ROWS) {
         int nb = n - r < BLOCK_ROWS ? (int)(n - r) : BLOCK_ROWS;
-        for (int b = 0; b < nb; b++) dequantize_row(q, r + b, buf + b * k);
+        const float *rows = q->bits == 32 ? (const float *)q->weight + r * k : buf;  /* float32: as they are */
+        if (q->bits != 32)
+            for (int b = 0; b < nb; b++) dequantize_row(q, r + b, buf + b * k);
         for (int64_t i0 = 0; i0 < m; i0 += 16) {
             /* a constant block size in the common case, so that the compiler keeps every sum in a register */
-            if (nb == BLOCK_ROWS) outer_tile(buf, BLOCK_ROWS, xt, mp, k, m, i0, y, n, r);
-            else outer_tile(buf, nb, xt, mp, k, m, i0, y, n, r);
+            if (nb == BLOCK_ROWS) outer_tile(rows, BLOCK_ROWS, xt, mp, k, m, i0, y, n, r);
+            else outer_tile(rows, nb, xt, mp, k, m, i0, y, n, r);
         }
     }
 }
@@ -241,28 +265,28 @@ static void transpose_inputs(const float *x, int64_t m, int64_t mp, int64_t k, f
 
 #define SCRATCH_ROWS(m, threads) (((m) + 15) / 16 * 16 + (threads) * BLOCK_ROWS)
 
-static void quantized_product(const float *x, const Quantized *q, int64_t m, float *y, float *scratch) {
-    /* where dequantizing into the buffer starts to pay: nibbles cost more to widen than bytes (bench/kernels.py) */
-    if (m > (q->group ? 8 : 16)) {
+static void product(const float *x, const Weights *q, int64_t m, float *y, float *scratch) {
+    /* where the buffer starts to pay: nibbles cost more to widen than bytes, float32 nothing (bench/kernels.py) */
+    if (m > (q->bits == 4 ? 8 : q->bits == 8 ? 16 : 2)) {
         int64_t mp = (m + 15) / 16 * 16;
         transpose_inputs(x, m, mp, q->k, scratch);
         blocked_rows(scratch, mp, q, m, y, scratch + (mp + omp_get_thread_num() * BLOCK_ROWS) * q->k);
-    } else if (q->group) {
+    } else if (q->bits == 4) {
         split_inputs(x, m, q->k, scratch);
         int4_rows(scratch, q, m, y);
     } else {
-        int8_rows(x, q, m, y);
+        rows_in_registers(x, q, m, y);
     }
 }
 
 /* What quantized_matmul.py calls. Returns 1 when out of memory. */
-int quantized_matmul(const float *x, const void *w, const uint16_t *scales, float *y, int64_t m, int64_t n,
-                     int64_t k, int64_t group, int threads) {
-    Quantized q = {w, scales, n, k, group};
+int matmul(const float *x, const void *w, const uint16_t *scales, float *y, int64_t m, int64_t n, int64_t k,
+           int64_t bits, int64_t group, int threads) {
+    Weights q = {w, scales, n, k, bits, group};
     float *scratch = malloc(sizeof(float) * SCRATCH_ROWS(m, threads) * k);
     if (!scratch) return 1;
 #pragma omp parallel num_threads(threads)
-    quantized_product(x, &q, m, y, scratch);
+    product(x, &q, m, y, scratch);
     free(scratch);
     return 0;
 }
