@@ -72,11 +72,18 @@ static inline float hsum(v8f v) {
 
 /* ---- a few rows of x: weights dequantized in registers */
 
-/* one weight row (k inputs) against a tile of mt rows of x (k apart) -> y[t * n] */
-static inline void int8_row(const float *x, int64_t k, int mt, const int8_t *w, float scale, float *y, int64_t n) {
+/* 8 weights from j on, float32 or int8 (bits constant where inlined, so each kind gets its own loop) */
+static inline v8f weights8(const void *w, int bits, int64_t j) {
+    return bits == 32 ? load((const float *)w + j) : int8s((const int8_t *)w + j);
+}
+
+/* one weight row (k inputs, float32 or int8) against a tile of mt rows of x (k apart) -> y[t * n] */
+static inline void dense_row(const float *x, int64_t k, int mt, const void *w, int bits, float scale, float *y,
+                             int64_t n) {
     v8f acc[TILE][4] = {{{0}}};  /* four independent sums per row: a single one would wait on each addition */
     for (int64_t j = 0; j < k; j += 32) {
-        v8f w0 = int8s(w + j), w1 = int8s(w + j + 8), w2 = int8s(w + j + 16), w3 = int8s(w + j + 24);
+        v8f w0 = weights8(w, bits, j), w1 = weights8(w, bits, j + 8), w2 = weights8(w, bits, j + 16),
+            w3 = weights8(w, bits, j + 24);
         for (int t = 0; t < mt; t++) {
             const float *xt = x + t * k + j;
             acc[t][0] += w0 * load(xt);
@@ -88,39 +95,23 @@ static inline void int8_row(const float *x, int64_t k, int mt, const int8_t *w, 
     for (int t = 0; t < mt; t++) y[t * n] = hsum((acc[t][0] + acc[t][1]) + (acc[t][2] + acc[t][3])) * scale;
 }
 
-/* the same for float32 weights */
-static inline void float_row(const float *x, int64_t k, int mt, const float *w, float *y, int64_t n) {
-    v8f acc[TILE][4] = {{{0}}};
-    for (int64_t j = 0; j < k; j += 32) {
-        v8f w0 = load(w + j), w1 = load(w + j + 8), w2 = load(w + j + 16), w3 = load(w + j + 24);
-        for (int t = 0; t < mt; t++) {
-            const float *xt = x + t * k + j;
-            acc[t][0] += w0 * load(xt);
-            acc[t][1] += w1 * load(xt + 8);
-            acc[t][2] += w2 * load(xt + 16);
-            acc[t][3] += w3 * load(xt + 24);
-        }
-    }
-    for (int t = 0; t < mt; t++) y[t * n] = hsum((acc[t][0] + acc[t][1]) + (acc[t][2] + acc[t][3]));
-}
-
 /* k a multiple of 32; float32 or int8 weights */
 static void rows_in_registers(const float *x, const Weights *q, int64_t m, float *y) {
     int64_t n = q->n, k = q->k;
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < n; r++)
         for (int64_t i = 0; i < m; i += TILE) {
-            /* constant tile sizes, so that the compiler keeps the accumulators in registers */
+            /* constant tile sizes and kinds, so that the compiler keeps the accumulators in registers */
             int mt = m - i >= 2 ? 2 : 1;
             float *yi = y + i * n + r;
             if (q->bits == 32) {
                 const float *w = (const float *)q->weight + r * k;
-                if (mt == 2) float_row(x + i * k, k, 2, w, yi, n);
-                else float_row(x + i * k, k, 1, w, yi, n);
+                if (mt == 2) dense_row(x + i * k, k, 2, w, 32, 1.0f, yi, n);
+                else dense_row(x + i * k, k, 1, w, 32, 1.0f, yi, n);
             } else {
                 const int8_t *w = (const int8_t *)q->weight + r * k;
-                if (mt == 2) int8_row(x + i * k, k, 2, w, bf16(q->scales[r]), yi, n);
-                else int8_row(x + i * k, k, 1, w, bf16(q->scales[r]), yi, n);
+                if (mt == 2) dense_row(x + i * k, k, 2, w, 8, bf16(q->scales[r]), yi, n);
+                else dense_row(x + i * k, k, 1, w, 8, bf16(q->scales[r]), yi, n);
             }
         }
 }
