@@ -1,13 +1,14 @@
-"""Products with int8/int4 weights and float32 activations by our own kernels (kernels/quantized_matmul.c, built
-by model/native.py), for CPUs without native bfloat16, where PyTorch's weight-only kernels need bfloat16
-activations (converted to and from at every layer) and run far below the memory's speed at a few rows.
+"""Products with int8/int4 (and float32) weights and float32 activations by our own kernels
+(kernels/quantized_matmul.c, built by model/native.py), for CPUs without native bfloat16, where PyTorch's
+weight-only kernels need bfloat16 activations (converted to and from at every layer) and run far below the
+memory's speed at a few rows, as its float32 products do at the few rows of decoding.
 
-Up to `FEW_ROWS` rows (decoding) the kernel multiplies with the weights as they are stored: up to 8 (int4) or 16
-(int8) rows each weight is dequantized in registers for every two rows, beyond that a few weight rows at a time
-into a buffer in the CPU's cache, multiplied with all rows from there (100-110 GFLOP/s at 32-64 rows on a 2-core
-AVX2 EPYC, above PyTorch's float32 product on dequantized weights). From there on (prefill) the layer's float32
-weights are written into a scratch buffer, a block at a time, and multiplied by PyTorch's float32 product, as fast
-on many rows. `python bench/kernels.py` measures them against PyTorch's kernels (docs/BENCHMARKS.md).
+Up to `FEW_ROWS` rows (decoding) the kernel multiplies with the weights as they are stored: up to 8 (int4,
+float32) or 16 (int8) rows each weight is dequantized in registers for every two rows, beyond that a few weight
+rows at a time into a buffer in the CPU's cache, multiplied with all rows from there (100-110 GFLOP/s at 32-64
+rows on a 2-core AVX2 EPYC). From there on (prefill) a quantized layer's float32 weights are written into a
+scratch buffer, a block at a time, and multiplied by PyTorch's float32 product, as fast on many rows.
+`python bench/kernels.py` measures them against PyTorch's kernels (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
  * Why ours: PyTorch's CPU kernels for int8/int4 weights take bfloat16 activations, which a CPU without native
  * bfloat16 (AVX2) converts to and from at every layer, and at one to a few rows (decoding) they run far below
  * the memory's speed. Here, for a few rows (decoding), each weight row is read from memory once per call and
- * dequantized in registers for every two rows of x. From 9 (int4) or 17 (int8) rows, where that dequantizes each
+ * dequantized in registers for every two rows of x. From 9 (int4, float32) or 17 (int8) rows, where that reads each
  * weight too often, weight rows are dequantized a block at a time into a small buffer that stays in the CPU's
  * cache and multiplied from there with every row of x. For many rows (prefill) `*_dequantize` writes float32
  * weights once and the caller multiplies them with a float32 GEMM.
@@ -257,8 +257,8 @@ static void transpose_inputs(const float *x, int64_t m, int64_t mp, int64_t k, f
 #define SCRATCH_ROWS(m, threads) (((m) + 15) / 16 * 16 + (threads) * BLOCK_ROWS)
 
 static void product(const float *x, const Weights *q, int64_t m, float *y, float *scratch) {
-    /* where the buffer starts to pay: nibbles cost more to widen than bytes, float32 nothing (bench/kernels.py) */
-    if (m > (q->bits == 4 ? 8 : q->bits == 8 ? 16 : 2)) {
+    /* where the buffer starts to pay (bench/kernels.py): later for int8, whose bytes widen cheaply in registers */
+    if (m > (q->bits == 8 ? 16 : 8)) {
         int64_t mp = (m + 15) / 16 * 16;
         transpose_inputs(x, m, mp, q->k, scratch);
         blocked_rows(scratch, mp, q, m, y, scratch + (mp + omp_get_thread_num() * BLOCK_ROWS) * q->k);
