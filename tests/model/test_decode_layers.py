@@ -66,7 +66,9 @@ def test_biases_and_layers_of_their_own_shapes(bits, group, rows):
     config = ModelConfig(vocab_size=100, dim=64, n_layers=3, n_heads=4, n_kv_heads=2, intermediate_size=128,
                          head_dim=32, attention_bias=True, arch="qwen2", layer_shapes=shapes)
     model = Transformer(config)
-    model = prepare_for_inference(run_rest_in(quantize_model(model, bits, group or 32), torch.float32) if bits else model)
+    if bits:
+        model = run_rest_in(quantize_model(model, bits, group or 32), torch.float32)
+    model = prepare_for_inference(model)
     assert model.decode_layers is not None
     prompts = [[4] * (3 + 7 * i) for i in range(rows)]
     prefill(model, prompts)

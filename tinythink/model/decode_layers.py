@@ -45,8 +45,7 @@ def _runnable(m) -> bool:
     if isinstance(m, (Int8Linear, Int4Linear)):
         scales = m.scales if isinstance(m, Int8Linear) else m.scales_mins
         return quantized_matmul.supports(torch.empty(0), m.in_features, scales, getattr(m, "group_size", 32))
-    weight = getattr(m, "weight", None)
-    return (isinstance(m, nn.Linear) and weight.dtype == torch.float32 and weight.is_contiguous()
+    return (isinstance(m, nn.Linear) and m.weight.dtype == torch.float32 and m.weight.is_contiguous()
             and m.in_features % 32 == 0)
 
 
@@ -82,11 +81,11 @@ class DecodeLayers:
         """x (N, dim) the new tokens' embeddings, cos and sin (N, head_dim) at their positions -> the last
         layer's output (N, dim); writes their keys and values into the cache."""
         x = x.contiguous().clone()  # updated in place by the kernel
-        c = self.config
-        rc = (lib or library()).decode_layers(self._array(), len(self.blocks), x.data_ptr(), x.shape[0], c.dim, c.head_dim,
-                                     cos.contiguous().data_ptr(), sin.contiguous().data_ptr(),
-                                     packed.token_slots.data_ptr(), packed.positions.data_ptr(), c.norm_eps,
-                                     torch.get_num_threads())
+        cos, sin, c = cos.contiguous(), sin.contiguous(), self.config
+        rc = (lib or library()).decode_layers(
+            self._array(), len(self.blocks), x.data_ptr(), x.shape[0], c.dim, c.head_dim, cos.data_ptr(),
+            sin.data_ptr(), packed.token_slots.data_ptr(), packed.positions.data_ptr(), c.norm_eps,
+            torch.get_num_threads())
         if rc:
             raise MemoryError("decode layers kernel: no memory for its buffers") if rc == 1 else \
                 ValueError("decode layers kernel: unsupported attention shape")

@@ -52,15 +52,15 @@ class KernelLinear(nn.Linear):
         return layer.requires_grad_(False)
 
     def forward(self, x: Tensor) -> Tensor:
-        shape = x.shape
-        if shape[-1] % 32 or x.dtype != torch.float32 or x.numel() // shape[-1] > quantized_matmul.FEW_ROWS:
-            if not available():
-                return F.linear(x, self.weight, self.bias)
-            y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), self.weight, self.bias, "none", [], "")
-            return y.view(*shape[:-1], self.out_features)
-        y = quantized_matmul.float32_matmul(x.reshape(-1, shape[-1]), self.weight)
-        y = y.view(*shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias
+        shape, rows = x.shape, x.reshape(-1, x.shape[-1])
+        if shape[-1] % 32 == 0 and x.dtype == torch.float32 and rows.shape[0] <= quantized_matmul.FEW_ROWS:
+            y = quantized_matmul.float32_matmul(rows, self.weight)
+            y = y if self.bias is None else y + self.bias
+        elif available():
+            y = torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, "none", [], "")
+        else:
+            return F.linear(x, self.weight, self.bias)
+        return y.view(*shape[:-1], self.out_features)
 
 
 def prepare_float_linears(model: nn.Module) -> nn.Module:

@@ -18,7 +18,7 @@
 #include "decode_attention.c"
 
 typedef struct {
-    Weights q;               /* quantized_matmul.c's formats */
+    Weights w;               /* quantized_matmul.c's formats */
     const float *bias;       /* (n,), or NULL */
 } Linear;
 
@@ -66,7 +66,9 @@ int decode_layers(const Layer *layers, int64_t n_layers, float *x, int64_t m, in
         const Layer *L = layers + l;
         if (L->h % L->h_kv || L->h / L->h_kv > MAX_G || d > MAX_D) return 2;
         widest = max64(widest, max64(L->h * d, L->hidden));
-        qkv_n = max64(qkv_n, L->qkv.q.n), gate_up_n = max64(gate_up_n, L->gate_up.q.n), att_n = max64(att_n, L->h * d);
+        qkv_n = max64(qkv_n, L->qkv.w.n);
+        gate_up_n = max64(gate_up_n, L->gate_up.w.n);
+        att_n = max64(att_n, L->h * d);
     }
     /* h: a layer's normed input; qkv, att, gate_up, act, y: as named; scratch: the products' (quantized_matmul.c) */
     int64_t scratch_n = SCRATCH_ROWS(m, threads) * widest;
@@ -79,18 +81,17 @@ int decode_layers(const Layer *layers, int64_t n_layers, float *x, int64_t m, in
 #pragma omp parallel num_threads(threads)
     for (int64_t l = 0; l < n_layers; l++) {
         const Layer *L = layers + l;
-        const Layer *prev = l ? L - 1 : NULL;
         int64_t H = L->h, H_kv = L->h_kv, g = H / H_kv, I = L->hidden;
         /* the previous layer's MLP output joins the residual stream here */
-        residual_norm(x, prev ? y : NULL, NULL, L->attn_norm, h, m, dim, eps);
-        product(h, &L->qkv.q, m, qkv, scratch);
+        residual_norm(x, l ? y : NULL, NULL, L->attn_norm, h, m, dim, eps);
+        product(h, &L->qkv.w, m, qkv, scratch);
 
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < m * (H + H_kv); item++) {  /* (row, q or k head): bias, rope, cache */
             int64_t i = item / (H + H_kv), head = item % (H + H_kv);
-            float *row = qkv + i * L->qkv.q.n, *v = row + (H + H_kv) * d;
+            float *row = qkv + i * L->qkv.w.n, *v = row + (H + H_kv) * d;
             float *part = row + head * d;
-            if (L->qkv.bias) {  /* q and k heads lie where their bias does; v heads (H + H_kv) * d further */
+            if (L->qkv.bias) {  /* a q or k head's bias is at head * d, a k head's v head's H_kv * d further */
                 const float *b = L->qkv.bias + head * d;
                 for (int64_t j = 0; j < d; j++) part[j] += b[j];
                 if (head >= H)
@@ -110,20 +111,20 @@ int decode_layers(const Layer *layers, int64_t n_layers, float *x, int64_t m, in
         for (int64_t item = 0; item < m * H_kv; item++) {  /* (row, KV head): its g query heads together */
             int64_t i = item / H_kv, head = item % H_kv;
             int64_t kv = slots[i] * L->row_stride + head * L->head_stride;
-            attend(qkv + i * L->qkv.q.n + head * g * d, L->k_cache + kv, L->v_cache + kv, positions[i] + 1, (int)g,
+            attend(qkv + i * L->qkv.w.n + head * g * d, L->k_cache + kv, L->v_cache + kv, positions[i] + 1, (int)g,
                    (int)d, scale, att + (i * H + head * g) * d);
         }
-        product(att, &L->o.q, m, y, scratch);
+        product(att, &L->o.w, m, y, scratch);
 
         residual_norm(x, y, L->o.bias, L->mlp_norm, h, m, dim, eps);
-        product(h, &L->gate_up.q, m, gate_up, scratch);
+        product(h, &L->gate_up.w, m, gate_up, scratch);
 #pragma omp for schedule(static)
         for (int64_t item = 0; item < m * I; item++) {  /* silu(gate) * up */
             int64_t i = item / I, j = item % I;
             float gate = gate_up[i * 2 * I + j];
             act[item] = gate / (1.0f + expf(-gate)) * gate_up[i * 2 * I + I + j];
         }
-        product(act, &L->down.q, m, y, scratch);
+        product(act, &L->down.w, m, y, scratch);
         if (l == n_layers - 1) residual_norm(x, y, NULL, NULL, NULL, m, dim, eps);
     }
     free(buf);
