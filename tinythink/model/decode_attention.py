@@ -24,8 +24,13 @@ def supports(q: Tensor, k: Tensor) -> bool:
     """Whether the kernel can run these queries (N, H, D) against this cache (rows, H_kv, S, D); its limits are
     the C source's MAX_G and MAX_D."""
     h, d, h_kv = q.shape[1], q.shape[2], k.shape[1]
-    return (q.dtype == k.dtype == torch.float32 and q.device.type == k.device.type == "cpu" and h % h_kv == 0
-            and h // h_kv <= 16 and d <= 256 and k.stride(3) == 1 and k.stride(2) == d)
+    return (q.dtype == k.dtype == torch.float32 and q.device.type == k.device.type == "cpu"
+            and fits(h, h_kv, d) and k.stride(3) == 1 and k.stride(2) == d)
+
+
+def fits(heads: int, kv_heads: int, head_dim: int) -> bool:
+    """Whether the kernel's limits (the C source's MAX_G and MAX_D) allow these attention shapes."""
+    return heads % kv_heads == 0 and heads // kv_heads <= 16 and head_dim <= 256
 
 
 def decode_attention(q: Tensor, k: Tensor, v: Tensor, slots: Tensor, lengths: Tensor) -> Tensor:

@@ -60,14 +60,14 @@ class DecodeLayers:
 
     @classmethod
     def for_model(cls, model) -> DecodeLayers | None:
-        if not len(model.layers) or model.config.head_dim > 256:
+        if not len(model.layers):
             return None
         for block in model.layers:
             attn, mlp = block.self_attn, block.mlp
             linears = [attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj]
             norms = [block.input_layernorm.weight, block.post_attention_layernorm.weight]
             if not all(map(_runnable, linears)) or any(w.dtype != torch.float32 for w in norms) \
-                    or attn.n_heads // attn.n_kv_heads > 16:
+                    or not decode_attention.fits(attn.n_heads, attn.n_kv_heads, attn.head_dim):
                 return None
         return cls(model) if library() else None
 
