@@ -15,12 +15,6 @@ from tinythink.model.quantize import quantize_model, run_rest_in
 from tinythink.model.transformer import Transformer
 
 
-def float32_rest(model):
-    """The kernel runs float32 activations; a quantized model loads with its other weights in bfloat16 on CPUs
-    that compute in it natively."""
-    return run_rest_in(model, torch.float32)
-
-
 def step_both_ways(model, tokens: list[int], slots: list[int], positions: list[int]):
     """One decoding step by the kernel and again by the modules, over the same cache positions: (logits, keys
     and values written) for each."""
@@ -49,7 +43,7 @@ def prefill(model, prompts: list[list[int]]):
 
 @pytest.mark.parametrize("bits", [None, 8, 4])
 def test_steps_of_the_default_model_equal_its_modules(default_gguf, bits):
-    model = prepare_for_inference(float32_rest(load_model(str(default_gguf), quantize=bits).model))
+    model = prepare_for_inference(load_model(str(default_gguf), quantize=bits).model)
     assert model.decode_layers is not None, "the kernel must build here (gcc is installed)"
     g = torch.Generator().manual_seed(bits or 32)
     prompts = [torch.randint(0, 49152, (n,), generator=g).tolist() for n in (5, 90, 33)]
@@ -87,7 +81,7 @@ def test_biases_and_layers_of_their_own_shapes(bits, group, rows):
 
 def test_which_steps_and_models_it_runs(ours, default_gguf, monkeypatch):
     assert prepare_for_inference(copy.deepcopy(ours.model).to(torch.bfloat16)).decode_layers is None
-    model = prepare_for_inference(float32_rest(load_model(str(default_gguf), quantize=4).model))
+    model = prepare_for_inference(load_model(str(default_gguf), quantize=4).model)
     layers = model.decode_layers
     model.setup_caches(70, 64)
     assert layers.runs(Packed([0, 3], [5, 9], [1, 1]))
@@ -99,6 +93,6 @@ def test_which_steps_and_models_it_runs(ours, default_gguf, monkeypatch):
     native.library.cache_clear()
     try:
         assert decode_layers.library() is None
-        assert prepare_for_inference(float32_rest(load_model(str(default_gguf), quantize=4).model)).decode_layers is None
+        assert prepare_for_inference(load_model(str(default_gguf), quantize=4).model).decode_layers is None
     finally:
         native.library.cache_clear()

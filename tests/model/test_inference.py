@@ -9,7 +9,7 @@ from torch import nn
 from tinythink.model.inference import concat_linears, fuse_projections, prepare_for_inference
 from tinythink.model.load import load_model
 from tinythink.model.float_linear import KernelLinear
-from tinythink.model.quantize import Int4Linear, Int8Embedding, Int8Linear, run_rest_in
+from tinythink.model.quantize import Int4Linear, Int8Embedding, Int8Linear
 
 PROMPT = "<|im_start|>user\nName three colours and a fruit, then count to five.<|im_end|>\n<|im_start|>assistant\n"
 
@@ -50,8 +50,7 @@ def test_fused_projections_give_the_same_logits(ours, default_gguf, bits):
 def test_prepared_models(ours, default_gguf):
     ids = torch.tensor([ours.tokenizer.encode(PROMPT)])
     float32 = prepare_for_inference(copy.deepcopy(ours.model))
-    # float32 activations, on any CPU: a quantized model's other weights load in bfloat16 where it is native
-    int4 = prepare_for_inference(run_rest_in(load_model(str(default_gguf), quantize=4).model, torch.float32))
+    int4 = prepare_for_inference(load_model(str(default_gguf), quantize=4).model)
     assert isinstance(float32.layers[3].self_attn.qkv_proj, KernelLinear) and isinstance(float32.lm_head, KernelLinear)
     assert float32.decode_layers is not None and int4.decode_layers is not None
     assert isinstance(int4.layers[3].mlp.gate_up_proj, Int4Linear) and isinstance(int4.embed_tokens, Int8Embedding)

@@ -136,3 +136,20 @@ def test_tied_head_and_embeddings_go_int8_for_inference_only_in_quantized_models
     assert (before.argmax(-1) == after.argmax(-1)).float().mean() > 0.95
     assert type(quantize_tied_head(ours.model).lm_head) is not Int8Linear  # float models keep theirs
     assert q.model.num_parameters() == ours.model.num_parameters() == 134_515_008
+
+
+def test_quantized_models_run_the_rest_in_float32_where_our_kernels_build(default_gguf, monkeypatch):
+    """Our kernels take float32 activations: a quantized model loads with float32 norms and embeddings wherever
+    they build, bfloat16 or not on this CPU; without them, in what the CPU computes natively."""
+    from tinythink.model import native
+    from tinythink.model.load import dtype_named
+
+    rest = lambda: {p.dtype for n, p in load_model(str(default_gguf), quantize=8).model.named_parameters()
+                    if "norm" in n or "embed" in n}
+    assert rest() == {torch.float32}
+    monkeypatch.setenv("TINYTHINK_KERNELS", "0")
+    native.library.cache_clear()
+    try:
+        assert rest() == {dtype_named("auto")}
+    finally:
+        native.library.cache_clear()

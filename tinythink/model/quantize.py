@@ -3,8 +3,8 @@
 - int8: one scale per output channel, symmetric, round to nearest.
 - int4: one scale and one minimum per group of `group_size` input weights, asymmetric, round to nearest.
 
-The rest of a quantized model (embeddings, norms) runs in bfloat16 where the CPU has it natively, and in
-float32 elsewhere (`run_rest_in`), where emulated bfloat16 costs more than it saves; a tied output head decodes
+The rest of a quantized model (embeddings, norms) runs in float32 where tinythink's kernels build, and else in
+bfloat16 where the CPU has it natively (`run_rest_in`, `load.quantized_rest_dtype`); a tied output head decodes
 through an int8 copy (`quantize_tied_head`). With float32 activations a quantized layer runs on tinythink's own
 kernels (model/quantized_matmul.py); with bfloat16 ones, or where those cannot be built, on PyTorch's CPU
 weight-only kernels (`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`), which are fast with bfloat16
