@@ -71,3 +71,24 @@ def test_an_endpoint_is_scored_like_the_model_run_here(self_eval, served, tmp_pa
         assert [r["reply"] for r in rows if r["task"] == name] == \
             [r["reply"] for r in local_rows if r["task"] == name]  # the very same replies
     assert remote["models"]["model"]["endpoint"] == served.url
+
+
+def test_weights_are_counted_as_served_without_the_kv_caches():
+    import torch
+
+    from tinythink.eval.run import weight_bytes
+    from tinythink.model.config import ModelConfig
+    from tinythink.model.inference import prepare_for_inference
+    from tinythink.model.quantize import quantize_model
+    from tinythink.model.transformer import Transformer
+
+    config = ModelConfig(vocab_size=256, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=128,
+                         head_dim=16)
+    torch.manual_seed(0)
+    model = Transformer(config)
+    float32 = weight_bytes(model)
+    assert float32 >= 4 * sum(p.numel() for p in model.parameters())
+    model.setup_caches(8, 512)  # 2 layers x 2 x 8 x 2 x 512 x 16 float32: 1 MiB of caches, no weights
+    assert weight_bytes(model) == float32
+    int8 = prepare_for_inference(quantize_model(model, 8))  # int8 layers and, served, an int8 copy of the tied head
+    assert weight_bytes(int8) < 0.5 * float32

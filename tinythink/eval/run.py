@@ -157,6 +157,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def weight_bytes(model) -> int:
+    """Bytes of a model's weights as served (prepared: fused, on our kernels, the tied head's int8 copy); its KV
+    caches are not weights."""
+    from tinythink.model.transformer import KVCache
+
+    caches = {id(t) for m in model.modules() if isinstance(m, KVCache) for t in m.buffers()}
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()] if id(t) not in caches)
+
+
 @contextmanager
 def local_endpoint(ref: str, dtype: str = "auto", quantize: int | None = None, max_batch: int = 16,
                    context: int = 1024, effort: str | None = None):
@@ -175,14 +184,14 @@ def local_endpoint(ref: str, dtype: str = "auto", quantize: int | None = None, m
     model = loaded.model
     info = {"name": name, "source": str(loaded.path), "sha256": sha256(loaded.path), "format": loaded.format,
             "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "quantize": quantize,
-            "parameters": model.num_parameters(),
-            "weight_bytes": sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]),
-            "file_bytes": loaded.file_bytes, "threads": torch.get_num_threads(), "max_batch": max_batch}
-    # after `info`: the KV pool is not part of the weights; every slot holds the whole context
-    # a prefix cache large enough to keep each multiple-choice context until its other options come in,
-    # with `max_batch` requests in flight (64 MB holds ~1,400 tokens of the default model's float32 KV)
+            "parameters": model.num_parameters(), "file_bytes": loaded.file_bytes,
+            "threads": torch.get_num_threads(), "max_batch": max_batch}
+    # every slot holds the whole context; a prefix cache large enough to keep each multiple-choice context until
+    # its other options come in, with `max_batch` requests in flight (64 MB holds ~1,400 tokens of the default
+    # model's float32 KV)
     host = ModelHost(name, LLM(loaded), max_batch=max_batch, max_queue=1 << 16, context=context,
                      kv_budget_bytes=None, prefix_cache_bytes=512 << 20)
+    info["weight_bytes"] = weight_bytes(host.llm.model)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app({name: host}, ServerSettings()), host="127.0.0.1", port=port,
                                            log_level="warning"))
