@@ -33,6 +33,9 @@ def test_retention():
     group = score.aggregate_retention([([1, 1], [1, 1]), ([0.5, 0.5], [1.0, 1.0])])
     assert group["value"] == pytest.approx(0.75)
     assert math.isnan(score.aggregate_retention([])["value"])
+    # the reference scores 0: resamples holding the model's one right answer are infinite, the others 0/0 = 1
+    only_model = score.retention([1] + [0] * 19, [0] * 20)
+    assert only_model["value"] == math.inf and only_model["ci"] == [1.0, math.inf]
 
 
 def test_split_is_fixed_and_about_a_quarter_dev():

@@ -35,11 +35,17 @@ def bootstrap(n: int, statistic: Callable[[np.ndarray], float]) -> tuple[float, 
     if n == 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(SEED)
-    draws = np.array([statistic(rng.integers(0, n, n)) for _ in range(DRAWS)], dtype=float)
-    draws = draws[np.isfinite(draws)]
+    return interval(np.array([statistic(rng.integers(0, n, n)) for _ in range(DRAWS)], dtype=float))
+
+
+def interval(draws: np.ndarray) -> tuple[float, float]:
+    """The 2.5th and 97.5th percentiles of bootstrap draws. Infinite ones (a retention whose resampled reference
+    scored 0 where the model did not) stay in, so the interval reaches infinity rather than hiding them."""
+    draws = draws[~np.isnan(draws)]
     if not len(draws):
         return float("nan"), float("nan")
-    return float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
+    low, high = np.percentile(draws, [2.5, 97.5], method="linear" if np.isfinite(draws).all() else "inverted_cdf")
+    return float(low), float(high)
 
 
 def ratio(a: float, b: float) -> float:
@@ -69,6 +75,4 @@ def aggregate_retention(pairs: list[tuple[Sequence[float], Sequence[float]]]) ->
         picks = [rng.integers(0, len(m), len(m)) for m, _ in arrays]
         draws.append(ratio(np.mean([m[i].mean() for (m, _), i in zip(arrays, picks)]),
                            np.mean([r[i].mean() for (_, r), i in zip(arrays, picks)])))
-    draws = np.array(draws)
-    draws = draws[np.isfinite(draws)]
-    return {"value": value, "ci": [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]}
+    return {"value": value, "ci": list(interval(np.array(draws, dtype=float)))}
