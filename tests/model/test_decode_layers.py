@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from tinythink.model import decode_layers, native
+from tinythink.model import decode_layers
 from tinythink.model.config import LayerShape, ModelConfig
 from tinythink.model.inference import prepare_for_inference
 from tinythink.model.load import load_model
@@ -79,7 +79,7 @@ def test_biases_and_layers_of_their_own_shapes(bits, group, rows):
     torch.testing.assert_close(fused_kv, modules_kv, atol=1e-5, rtol=1e-5)
 
 
-def test_which_steps_and_models_it_runs(ours, default_gguf, monkeypatch):
+def test_which_steps_and_models_it_runs(ours, default_gguf):
     assert prepare_for_inference(copy.deepcopy(ours.model).to(torch.bfloat16)).decode_layers is None
     model = prepare_for_inference(load_model(str(default_gguf), quantize=4).model)
     layers = model.decode_layers
@@ -89,10 +89,8 @@ def test_which_steps_and_models_it_runs(ours, default_gguf, monkeypatch):
     assert not layers.runs(Packed(list(range(65)), [5] * 65, [1] * 65))  # past the few-row products
     model.clear_caches()
     assert not layers.runs(Packed([0], [5], [1]))
-    monkeypatch.setenv("TINYTHINK_KERNELS", "0")
-    native.library.cache_clear()
-    try:
-        assert decode_layers.library() is None
-        assert prepare_for_inference(load_model(str(default_gguf), quantize=4).model).decode_layers is None
-    finally:
-        native.library.cache_clear()
+
+
+def test_switched_off(default_gguf, no_kernels):
+    assert decode_layers.library() is None
+    assert prepare_for_inference(load_model(str(default_gguf), quantize=4).model).decode_layers is None

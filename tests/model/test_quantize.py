@@ -138,18 +138,19 @@ def test_tied_head_and_embeddings_go_int8_for_inference_only_in_quantized_models
     assert q.model.num_parameters() == ours.model.num_parameters() == 134_515_008
 
 
-def test_quantized_models_run_the_rest_in_float32_where_our_kernels_build(default_gguf, monkeypatch):
+def rest_dtypes(default_gguf) -> set[torch.dtype]:
+    """The dtypes of a quantized model's norms and embeddings as loaded."""
+    return {p.dtype for n, p in load_model(str(default_gguf), quantize=8).model.named_parameters()
+            if "norm" in n or "embed" in n}
+
+
+def test_quantized_models_run_the_rest_in_float32_where_our_kernels_build(default_gguf):
     """Our kernels take float32 activations: a quantized model loads with float32 norms and embeddings wherever
-    they build, bfloat16 or not on this CPU; without them, in what the CPU computes natively."""
-    from tinythink.model import native
+    they build, bfloat16 or not on this CPU."""
+    assert rest_dtypes(default_gguf) == {torch.float32}
+
+
+def test_without_our_kernels_the_rest_runs_in_what_the_cpu_computes_natively(default_gguf, no_kernels):
     from tinythink.model.load import dtype_named
 
-    rest = lambda: {p.dtype for n, p in load_model(str(default_gguf), quantize=8).model.named_parameters()
-                    if "norm" in n or "embed" in n}
-    assert rest() == {torch.float32}
-    monkeypatch.setenv("TINYTHINK_KERNELS", "0")
-    native.library.cache_clear()
-    try:
-        assert rest() == {dtype_named("auto")}
-    finally:
-        native.library.cache_clear()
+    assert rest_dtypes(default_gguf) == {dtype_named("auto")}

@@ -1,7 +1,9 @@
 """Products with int8/int4 (and float32) weights and float32 activations by our own kernels
-(kernels/quantized_matmul.c, built by model/native.py), for CPUs without native bfloat16, where PyTorch's
-weight-only kernels need bfloat16 activations (converted to and from at every layer) and run far below the
-memory's speed at a few rows, as its float32 products do at the few rows of decoding.
+(kernels/quantized_matmul.c, built by model/native.py). PyTorch's weight-only kernels need bfloat16 activations
+(emulated, and converted to and from at every layer, on CPUs without native bfloat16) and run far below the
+memory's speed at a few rows, as its float32 products do at the few rows of decoding; ours also serve the
+one-call decode (model/decode_layers.py), which is why quantized models run float32 activations wherever ours
+build (load.quantized_rest_dtype).
 
 Up to `FEW_ROWS` rows (decoding) the kernel multiplies with the weights as they are stored: up to 8 (int4,
 float32) or 16 (int8) rows each weight is dequantized in registers for every two rows, beyond that a few weight
