@@ -17,6 +17,7 @@ import mmap
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from tinythink.model import decode_attention
 from tinythink.model.config import ModelConfig
@@ -104,7 +105,7 @@ class Attention(nn.Module):
         self.qkv_proj: nn.Module | None = None  # q, k and v in one layer, for inference (model/inference.py)
         self.kv_cache: KVCache | None = None
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, packed: Packed | None) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, packed: Packed | None, mask: Tensor | None = None) -> Tensor:
         B, T, _ = x.shape
         H, H_kv, D = self.n_heads, self.n_kv_heads, self.head_dim
         if self.qkv_proj is not None:
@@ -114,9 +115,9 @@ class Attention(nn.Module):
         qk = apply_rope(qkv[..., :(H + H_kv) * D].view(B, T, H + H_kv, D), cos, sin)  # q's and k's heads at once
         q, k = qk.split([H, H_kv], dim=2)  # (B, T, H, D), (B, T, H_kv, D)
         v = qkv[..., (H + H_kv) * D:].view(B, T, H_kv, D)
-        if packed is None:
-            y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                               is_causal=True, enable_gqa=True).transpose(1, 2)
+        if packed is None:  # mask (B, 1, T, T): causal within each packed document
+            y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask,
+                                               is_causal=mask is None, enable_gqa=True).transpose(1, 2)
         else:
             y = self._packed_attention(q[0], k[0], v[0], packed)[None].to(x.dtype)
         return self.o_proj(y.reshape(B, T, self.n_heads * self.head_dim))
@@ -171,8 +172,8 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.dim, config.norm_eps)
         self.mlp = MLP(config.dim, shape.intermediate_size)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, packed: Packed | None) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, packed)
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, packed: Packed | None, mask: Tensor | None = None) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, packed, mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -194,6 +195,7 @@ class Transformer(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         self.max_batch = self.max_seq_len = 0
         self.decode_layers = None  # decoding steps in one kernel call, for inference (model/decode_layers.py)
+        self.checkpointing = False  # training: recompute each block in the backward pass instead of keeping it
         self._rope_cache: tuple[Tensor, Tensor] | None = None
 
     def rope(self, positions: Tensor) -> tuple[Tensor, Tensor]:
@@ -257,10 +259,33 @@ class Transformer(nn.Module):
             x = self._hidden(idx, cos[:, None], sin[:, None], packed)[0]
         return self._logits(x if logits_at is None else x[logits_at], False)
 
-    def _hidden(self, idx: Tensor, cos: Tensor, sin: Tensor, packed: Packed | None) -> Tensor:
+    def hidden(self, idx: Tensor, documents: Tensor | None = None) -> Tensor:
+        """Training pass: idx (B, T) -> the last block's output (B, T, dim), before the final norm.
+
+        documents (B, T), non-decreasing in each row: which packed document a token belongs to. Positions restart
+        at each document and no token attends across documents."""
+        if documents is None:
+            cos, sin = self.rope(torch.arange(idx.shape[1]))
+            return self._hidden(idx, cos[:, None], sin[:, None], None)
+        T = idx.shape[1]
+        at = torch.arange(T).expand_as(documents)
+        starts = torch.where(F.pad(documents.diff(dim=1), (1, 0), value=1) != 0, at, 0).cummax(dim=1).values
+        cos, sin = self.rope(at - starts)  # (B, T, D)
+        same = documents[:, :, None] == documents[:, None, :]
+        mask = (same & torch.ones(T, T, dtype=torch.bool).tril())[:, None]  # (B, 1, T, T)
+        return self._hidden(idx, cos[:, :, None], sin[:, :, None], None, mask)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        return self._logits(hidden, False)
+
+    def _hidden(self, idx: Tensor, cos: Tensor, sin: Tensor, packed: Packed | None, mask: Tensor | None = None
+                ) -> Tensor:
         x = self.embed_tokens(idx)
         for block in self.layers:
-            x = block(x, cos, sin, packed)
+            if self.checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, cos, sin, packed, mask, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, packed, mask)
         return x
 
     def _logits(self, x: Tensor, last_only: bool) -> Tensor:
