@@ -260,26 +260,27 @@ class Transformer(nn.Module):
         return self._logits(x if logits_at is None else x[logits_at], False)
 
     def hidden(self, idx: Tensor, documents: Tensor | None = None) -> Tensor:
-        """Training pass: idx (B, T) -> the last block's output (B, T, dim), before the final norm.
-
-        documents (B, T), non-decreasing in each row: which packed document a token belongs to. Positions restart
-        at each document and no token attends across documents."""
+        """Training pass: idx (B, T) -> the last block's output (B, T, dim), before the final norm. With documents
+        (B, T), see document_attention."""
         if documents is None:
             cos, sin = self.rope(torch.arange(idx.shape[1]))
             return self._hidden(idx, cos[:, None], sin[:, None], None)
-        T = idx.shape[1]
+        return self._hidden(idx, *self.document_attention(documents))
+
+    def document_attention(self, documents: Tensor) -> tuple[Tensor, Tensor, None, Tensor]:
+        """documents (B, T), non-decreasing in each row: which packed document each token is in. Positions restart
+        at each document and no token attends across documents: cos, sin (B, T, 1, D), packed None, mask (B, 1, T, T)."""
+        T = documents.shape[1]
         at = torch.arange(T).expand_as(documents)
         starts = torch.where(F.pad(documents.diff(dim=1), (1, 0), value=1) != 0, at, 0).cummax(dim=1).values
-        cos, sin = self.rope(at - starts)  # (B, T, D)
+        cos, sin = self.rope(at - starts)
         same = documents[:, :, None] == documents[:, None, :]
-        mask = (same & torch.ones(T, T, dtype=torch.bool).tril())[:, None]  # (B, 1, T, T)
-        return self._hidden(idx, cos[:, :, None], sin[:, :, None], None, mask)
+        return cos[:, :, None], sin[:, :, None], None, (same & torch.ones(T, T, dtype=torch.bool).tril())[:, None]
 
     def logits(self, hidden: Tensor) -> Tensor:
         return self._logits(hidden, False)
 
-    def _hidden(self, idx: Tensor, cos: Tensor, sin: Tensor, packed: Packed | None, mask: Tensor | None = None
-                ) -> Tensor:
+    def _hidden(self, idx: Tensor, cos: Tensor, sin: Tensor, packed: Packed | None, mask: Tensor | None = None) -> Tensor:
         x = self.embed_tokens(idx)
         for block in self.layers:
             if self.checkpointing and torch.is_grad_enabled():
