@@ -190,9 +190,19 @@ def _check_out(out: Path, force: bool):
 
 
 def cmd_export(args):
-    if args.to != "hf":
-        raise TinythinkError(f"unknown export format {args.to!r} (supported: hf)")
     out = Path(args.out)
+    if args.to == "gguf":
+        from tinythink.compress import export_gguf
+
+        if out.exists() and not args.force:
+            raise TinythinkError(f"{out} exists (use --force to overwrite it)")
+        m = _load_model(args)
+        export_gguf.write(m.model, m.tokenizer, out, args.type, name=m.name, license=m.license)
+        print(f"wrote {m.name} as a GGUF file ({export_gguf.architecture(m.config)} architecture, {args.type}) to "
+              f"{out}: {_human(out.stat().st_size)}; llama.cpp and Ollama load it")
+        return
+    if args.to != "hf":
+        raise TinythinkError(f"unknown export format {args.to!r} (supported: hf, gguf)")
     _check_out(out, args.force)
     m = _load_model(args)
     m.save_hf(out)
@@ -326,6 +336,42 @@ def cmd_eval(args):
     return results
 
 
+def cmd_make(args):
+    import shlex
+
+    from tinythink.compress.make import Make, MakeSettings, Stopped, dry_run, parse_count, parse_duration
+
+    shapes = None
+    if args.layer_shapes:
+        import json
+
+        try:
+            shapes = json.loads(Path(args.layer_shapes).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise TinythinkError(f"--layer-shapes {args.layer_shapes}: {e}") from None
+    settings = MakeSettings(
+        teacher=args.teacher, out=args.out, student=args.student, layers=args.layers, hidden=args.hidden,
+        heads=args.heads, kv_heads=args.kv_heads, mlp=args.mlp, layer_shapes=shapes,
+        params=parse_count(args.params) if args.params else None, ratio=args.ratio, layer_metric=args.layer_metric,
+        data=args.data, seq_len=args.seq_len, calibration=args.calibration,
+        tokens=parse_count(args.tokens) if args.tokens else None,
+        max_time=parse_duration(args.max_time) if args.max_time else None, lr=args.lr, micro_batch=args.micro_batch,
+        accumulate=args.accumulate, loss=args.loss, temperature=args.temperature, cache_top_k=args.cache_top_k,
+        quantize=args.quantize, method=args.method, group_size=args.group_size, eval_suite=args.eval_suite,
+        eval_limit=args.eval_limit, export=args.export.split(","), gguf_type=args.gguf_type, threads=args.threads)
+    _set_threads(args.threads)
+    if args.dry_run:
+        print(dry_run(settings))
+        return
+    try:
+        Make(settings, command="tinythink " + shlex.join(sys.argv[1:])).run()
+    except Stopped as e:
+        print(f"tinythink: {e}", file=sys.stderr)
+        raise SystemExit(3) from None
+    print(Path(settings.out, "README.md").read_text())
+    print(f"made {settings.out}: serve it with tinythink serve -m {settings.out}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tinythink", description="Small, fast reasoning language models on a CPU.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -376,11 +422,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("export", help="save a model in another format",
-                       description="Save a model as a Hugging Face directory (config.json, safetensors, tokenizer).")
+                       description="Save a model as a Hugging Face directory (config.json, safetensors, tokenizer) "
+                                   "or as a GGUF file for llama.cpp and Ollama (tokenizer and chat template in its "
+                                   "metadata; pruned models with per-layer widths as llama.cpp's deci architecture).")
     _model_args(p, positional=True)
-    p.add_argument("--to", default="hf", help="format (hf)")
-    p.add_argument("out", metavar="DIR", help="output directory")
-    p.add_argument("--force", action="store_true", help="write into a non-empty directory")
+    p.add_argument("--to", default="hf", choices=("hf", "gguf"), help="format (default hf)")
+    p.add_argument("out", metavar="OUT", help="output directory (hf) or file (gguf)")
+    p.add_argument("--type", default="f16", choices=("f16", "q8_0", "q4_0", "q4_1"),
+                   help="GGUF tensor type of the projections (default f16)")
+    p.add_argument("--force", action="store_true", help="write into a non-empty directory, or over a file")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("quantize", help="quantize a model's linear layers to int8 or int4 and save it",
@@ -394,6 +444,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="write into a non-empty directory")
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
     p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("make", help="make a mini model from a teacher: prune, distill, quantize, evaluate, export",
+                       description="Cut a smaller model out of a teacher (structured pruning by activation importance), "
+                                   "distill the teacher into it, optionally quantize it with calibration (GPTQ), "
+                                   "evaluate it against the teacher and export it. Each stage writes its output and a "
+                                   "record under --out; a rerun skips finished stages and resumes the unfinished one "
+                                   "(exit status 3: stopped by --max-time, run it again to go on). Under torchrun "
+                                   "the distillation runs data-parallel.")
+    p.add_argument("--teacher", required=True, help="known model name, GGUF file or Hugging Face directory")
+    p.add_argument("--out", required=True, metavar="DIR", help="where the stages and the final model go")
+    p.add_argument("--student", help="distill into this model (same vocabulary) instead of pruning the teacher")
+    g = p.add_argument_group("pruning target (one of: a shape, per-layer shapes, a budget)")
+    g.add_argument("--layers", type=int, help="layers to keep")
+    g.add_argument("--hidden", type=int, help="hidden (embedding) channels to keep")
+    g.add_argument("--heads", type=int, help="query heads per layer")
+    g.add_argument("--kv-heads", type=int, help="KV heads (groups) per layer")
+    g.add_argument("--mlp", type=int, help="MLP width per layer")
+    g.add_argument("--layer-shapes", metavar="FILE.json",
+                   help='one shape per kept layer: [{"n_heads": 9, "n_kv_heads": 3, "intermediate_size": 768}, ...]')
+    g.add_argument("--params", help="a parameter budget (e.g. 70M, 0.5B): the shape is searched by held-out loss")
+    g.add_argument("--ratio", type=float, help="keep this fraction of the teacher's non-embedding parameters")
+    g.add_argument("--layer-metric", choices=("loss", "influence"), default="loss",
+                   help="which layers go: least loss increase when dropped (default), or least block influence")
+    g = p.add_argument_group("distillation")
+    g.add_argument("--data", default="builtin", help="builtin (packaged text, see docs/MAKE.md) or a .txt/.jsonl file")
+    g.add_argument("--seq-len", type=int, default=512)
+    g.add_argument("--calibration", type=int, default=256, help="calibration sequences (importance, GPTQ)")
+    g.add_argument("--tokens", help="distillation tokens (e.g. 2M)")
+    g.add_argument("--max-time", help="stop distilling cleanly after this long (e.g. 2h); rerun to resume")
+    g.add_argument("--lr", type=float, default=2e-4)
+    g.add_argument("--micro-batch", type=int, default=4)
+    g.add_argument("--accumulate", type=int, default=4)
+    g.add_argument("--loss", default="forward_kl", choices=("forward_kl", "reverse_kl", "jsd", "skew_kl"))
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--cache-top-k", type=int, help="cache the teacher's top-k log-probs on disk (one teacher pass)")
+    g = p.add_argument_group("quantization, evaluation, export")
+    g.add_argument("--quantize", type=int, choices=(8, 4))
+    g.add_argument("--method", choices=("gptq", "rtn"), default="gptq")
+    g.add_argument("--group-size", type=int, default=None,
+                   help="int4 group size (32, 64, 128, 256; default: the largest of 128, 64, 32 that fits)")
+    g.add_argument("--eval-suite", default="light,reasoning")
+    g.add_argument("--eval-limit", type=int, default=50, help="test examples per task (default 50)")
+    g.add_argument("--export", default="hf", help="hf and/or gguf, comma-separated (default hf)")
+    g.add_argument("--gguf-type", default="q4_1", choices=("f16", "q8_0", "q4_0", "q4_1"))
+    p.add_argument("--dry-run", action="store_true", help="print the plan (shapes, sizes, predicted speed and time)")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_make)
 
     p = sub.add_parser("bench", help="measure prefill, decode, time to first token and batched throughput",
                        description="Speed and memory of each variant of a model, and of llama.cpp and "

@@ -116,6 +116,14 @@ class PackedData:
         idx = torch.tensor(indices)
         return Batch(self.tokens[idx], self.documents[idx], self.labels[idx], idx, self.split)
 
+    def subset(self, indices: list[int]) -> PackedData:
+        """These sequences alone, in this order, as a dataset of their own."""
+        part = PackedData.__new__(PackedData)
+        idx = torch.tensor(indices, dtype=torch.long)
+        part.tokens, part.documents, part.labels = self.tokens[idx], self.documents[idx], self.labels[idx]
+        part.seed, part.split = self.seed, self.split
+        return part
+
     def save(self, path: Path):
         from safetensors.torch import save_file
 

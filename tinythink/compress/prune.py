@@ -95,6 +95,21 @@ def plan(config: ModelConfig, importance: Importance, target: Target) -> Plan:
     return p
 
 
+def shape_of(config: ModelConfig, target: Target) -> ModelConfig:
+    """The pruned model's configuration, from the target alone (which parts are kept needs the importance)."""
+    layers = target.layers or config.n_layers
+    if target.layer_shapes:
+        shapes = tuple(target.layer_shapes)
+    else:
+        have = config.layer(0)
+        kv = target.kv_heads or have.n_kv_heads
+        shapes = tuple(LayerShape(target.heads or kv * (have.n_heads // have.n_kv_heads), kv,
+                                  target.mlp or have.intermediate_size) for _ in range(layers))
+    return replace(config, dim=target.hidden or config.dim, n_layers=layers, n_heads=shapes[0].n_heads,
+                   n_kv_heads=shapes[0].n_kv_heads, intermediate_size=shapes[0].intermediate_size,
+                   layer_shapes=shapes, quantization=None)
+
+
 def _rows(t: Tensor, heads: Tensor, head_dim: int) -> Tensor:
     """The rows of heads `heads` of a (n_heads * head_dim, ...) tensor."""
     return t.view(-1, head_dim, *t.shape[1:])[heads].reshape(-1, *t.shape[1:])

@@ -166,7 +166,7 @@ def run(model_ref: str, variants: list[str], threads: int, prompt_lengths: list[
         result = json.loads(out.stdout.strip().splitlines()[-1])
         answers = result["tickets"].pop("answers")
         correct = sum(category in answer.lower() for answer, category in zip(answers, categories))
-        result["tickets"].update(n=tickets, accuracy=correct / tickets,
+        result["tickets"].update(n=tickets, accuracy=correct / tickets if tickets else None,
                                  prompt_tokens=sum(map(len, work["tickets"])))
         results.append(result)
     return results

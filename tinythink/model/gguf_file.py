@@ -15,7 +15,7 @@ from gguf.quants import dequantize
 from tinythink.errors import ModelFileError
 from tinythink.model.config import LayerShape, ModelConfig
 
-ARCHITECTURES = ("llama", "qwen2")
+ARCHITECTURES = ("llama", "qwen2", "deci")  # deci: llama.cpp's Llama with per-layer widths (pruned models)
 TENSOR_TYPES = (QT.F32, QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1,
                 QT.Q2_K, QT.Q3_K, QT.Q4_K, QT.Q5_K, QT.Q6_K)
 
@@ -98,8 +98,16 @@ class GGUFFile:
             rope_theta=_f32(self.get("rope.freq_base", 10000.0)), rope_scaling=self._rope_scaling(),
             norm_eps=_f32(self.get("attention.layer_norm_rms_epsilon", 1e-5)),
             attention_bias="blk.0.attn_q.bias" in self.tensors, tie_embeddings="output.weight" not in self.tensors,
-            arch=self.arch, layer_shapes=tuple(shapes),
+            arch=self._hf_arch(), layer_shapes=tuple(shapes),
         )
+
+    def _hf_arch(self) -> str:
+        """The Hugging Face model type to export as: a deci file with q/k/v biases but none on the output
+        projection is a pruned Qwen2."""
+        if self.arch != "deci":
+            return self.arch
+        qwen2 = "blk.0.attn_q.bias" in self.tensors and "blk.0.attn_output.bias" not in self.tensors
+        return "qwen2" if qwen2 else "llama"
 
     def _rope_scaling(self) -> dict | None:
         kind = self.get("rope.scaling.type")
@@ -160,7 +168,7 @@ class GGUFFile:
 
     def _load(self, name: str, config: ModelConfig, layer: int | None, dtype: torch.dtype) -> torch.Tensor:
         w = self.tensor(name, dtype)
-        if self.arch == "llama" and layer is not None and name.split(".")[-2] in ("attn_q", "attn_k"):
+        if self.arch in ("llama", "deci") and layer is not None and name.split(".")[-2] in ("attn_q", "attn_k"):
             # llama.cpp's converter interleaves the two rotary halves of each q/k head; undo that
             shape = config.layer(layer)
             heads = shape.n_heads if "attn_q" in name else shape.n_kv_heads

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer as Backend, decoders, models, pre_tokenizers, processors
 
-from tinythink.errors import ModelFileError
+from tinythink.errors import ModelFileError, TinythinkError
 
 # Text split rules, as llama.cpp applies them per `tokenizer.ggml.pre`.
 _GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
@@ -153,6 +153,30 @@ class Tokenizer:
         add_bos = bos_id is not None and bos_id in backend.encode("a").ids[:1]
         return cls(backend, bos, eos, frozenset(stop), template, add_bos)
 
+    def gguf_metadata(self) -> dict:
+        """The `tokenizer.*` fields llama.cpp reads this tokenizer from (the inverse of from_gguf_metadata)."""
+        spec = json.loads(self.backend.to_str())
+        model = spec["model"]
+        if model.get("type") != "BPE" or not isinstance(self.backend.decoder, decoders.ByteLevel):
+            raise TinythinkError("only byte-level BPE tokenizers can be written to GGUF")
+        tokens = [""] * self.vocab_size
+        for t, i in model["vocab"].items():
+            tokens[i] = t
+        types = [1] * len(tokens)
+        for added in spec["added_tokens"]:
+            tokens[added["id"]] = added["content"]
+            types[added["id"]] = _CONTROL if added["special"] else _USER_DEFINED
+        merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+        fields = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": _pre_type(spec.get("pre_tokenizer")),
+                  "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types,
+                  "tokenizer.ggml.merges": merges, "tokenizer.ggml.add_bos_token": self.add_bos}
+        for key, token in (("bos", self.bos_token), ("eos", self.eos_token)):
+            if token is not None and self.token_id(token) is not None:
+                fields[f"tokenizer.ggml.{key}_token_id"] = self.token_id(token)
+        if self.chat_template:
+            fields["tokenizer.chat_template"] = self.chat_template
+        return fields
+
     def save_hf(self, path: Path):
         """Write tokenizer.json and tokenizer_config.json, loadable by transformers' AutoTokenizer."""
         path.mkdir(parents=True, exist_ok=True)
@@ -162,6 +186,19 @@ class Tokenizer:
         if self.chat_template:
             config["chat_template"] = self.chat_template
         (path / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
+
+
+def _pre_type(pre: dict | None) -> str:
+    """The llama.cpp pre-tokenizer type whose split rule this tokenizer.json pre-tokenizer applies."""
+    steps = (pre or {}).get("pretokenizers", [pre] if pre else [])
+    digits = any(s["type"] == "Digits" and s.get("individual_digits") for s in steps)
+    split = next((s["pattern"].get("Regex") for s in steps if s["type"] == "Split"), None)
+    if split is None and any(s["type"] == "ByteLevel" and s.get("use_regex", True) for s in steps):
+        split = _GPT2_SPLIT  # ByteLevel's own regex is GPT-2's
+    for name, rule in _PRE_TOKENIZERS.items():
+        if rule == (digits, split):
+            return name
+    raise TinythinkError(f"this tokenizer's pre-tokenizer has no llama.cpp equivalent (split {split!r})")
 
 
 def _read_json(file: Path) -> dict:
