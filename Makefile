@@ -12,6 +12,8 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 	-DGGML_AVX512_VNNI=$(call cpu_has,avx512_vnni) -DGGML_AVX512_BF16=$(call cpu_has,avx512_bf16) \
 	-DGGML_AVX_VNNI=$(call cpu_has,avx_vnni) -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 
+LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
+
 .PHONY: serve test chat deps dev-deps bench-deps clean
 
 $(BIN)/python:
@@ -32,16 +34,20 @@ $(VENV)/.dev-deps: $(VENV)/.deps
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)
 	touch $@
 
+# llama-cpp-python, built for this CPU: the tests load tinythink's GGUF exports in it, and benchmarks compare with it
+# (never a runtime dependency)
+$(VENV)/.llama-cpp: $(VENV)/.deps
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet --no-cache-dir $(LLAMA_CPP_PYTHON)
+	touch $@
+
 deps: $(VENV)/.deps
-dev-deps: $(VENV)/.dev-deps
+dev-deps: $(VENV)/.dev-deps $(VENV)/.llama-cpp
 
 # llama.cpp for side-by-side benchmarks only: llama-cpp-python, and llama-server built from the llama.cpp
 # sources vendored in the same release's sdist, into $(BIN). Its native build enables an AMX path that
 # crashes on some Xeons at the first decode, so the instruction sets are named explicitly.
 LLAMA_SRC := build/llama-cpp-python-src
-bench-deps: $(VENV)/.deps
-	$(BIN)/pip uninstall --quiet --yes llama-cpp-python || true
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --no-cache-dir llama-cpp-python
+bench-deps: $(VENV)/.llama-cpp
 	$(BIN)/pip install --quiet cmake ninja
 	rm -rf $(LLAMA_SRC) && mkdir -p $(LLAMA_SRC)
 	$(BIN)/pip download --quiet --no-deps --no-binary :all: --dest $(LLAMA_SRC) \
@@ -59,7 +65,7 @@ serve: $(VENV)/.deps
 chat: $(VENV)/.deps
 	$(BIN)/tinythink chat
 
-test: $(VENV)/.dev-deps
+test: $(VENV)/.dev-deps $(VENV)/.llama-cpp
 	$(BIN)/python -m pytest -q
 
 clean:

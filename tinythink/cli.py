@@ -235,7 +235,10 @@ def cmd_serve(args):
     from tinythink.serve.host import ModelHost
 
     keys = list(args.api_key) + [k for k in os.environ.get("TINYTHINK_API_KEYS", "").split(",") if k]
-    settings = ServerSettings(host=args.host, port=args.port, api_keys=keys, cors_origins=args.cors_origin)
+    if args.self_consistency < 1:
+        raise TinythinkError("--self-consistency must be at least 1 (1: off)")
+    settings = ServerSettings(host=args.host, port=args.port, api_keys=keys, cors_origins=args.cors_origin,
+                              self_consistency=args.self_consistency)
     for item in args.thinking_budget:  # settings first: a typo is reported before minutes of loading
         effort, _, value = item.partition("=")
         if effort not in settings.thinking_budgets or not value.isdigit():
@@ -404,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let web pages from this origin call the API (repeatable; '*' for any; default none)")
     p.add_argument("--thinking-budget", action="append", default=[], metavar="EFFORT=TOKENS",
                    help="thinking tokens for a reasoning_effort (defaults minimal=0 low=256 medium=1024 high=4096)")
+    p.add_argument("--self-consistency", type=int, default=5, metavar="N",
+                   help="at reasoning_effort high, sample N thoughts per choice and return the majority answer's "
+                        "reply (default 5; 1 turns it off)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
     p.set_defaults(func=cmd_serve)
 

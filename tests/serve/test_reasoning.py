@@ -3,10 +3,19 @@
 import pytest
 
 from serving import BUDGETS, MODEL
+from tinythink.engine.batch import LOOP_NGRAM, LOOP_REPEATS, Thinking, answer_reserve
 from tinythink.text.reasoning import ReasoningSplitter
 
 QUESTION = [{"role": "user", "content": "Tom has 3 apples and buys 2 more. How many apples does he have?"}]
 CLOSE_TOKENS = 6  # "\n</think>\n\n", written by the engine when the budget runs out
+
+
+def client_tokens(client, text: str) -> int:
+    """The single token id of `text` in the served model's vocabulary."""
+    from tinythink.model.load import load_tokenizer
+
+    (token,) = load_tokenizer(MODEL).encode(text, add_special_tokens=False)
+    return token
 
 
 @pytest.mark.parametrize("effort", ["low", "medium", "high"])
@@ -28,11 +37,39 @@ def test_minimal_effort_does_not_think(client):
     assert r.choices[0].message.content
 
 
-def test_max_completion_tokens_caps_reasoning_and_answer(client):
+@pytest.mark.parametrize("effort", ["low", "medium", "high"])
+@pytest.mark.parametrize("limit", [10, 24, 60])
+def test_the_thought_always_leaves_the_answer_its_reserve(client, effort, limit):
+    r = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, reasoning_effort=effort,
+                                       max_completion_tokens=limit)
+    thought = r.usage.completion_tokens_details.reasoning_tokens
+    assert r.usage.completion_tokens <= limit
+    assert thought <= max(limit - answer_reserve(limit), CLOSE_TOKENS)
+    assert r.choices[0].message.content  # never an empty answer because the thought took every token
+
+
+def test_a_looping_thought_is_closed_early(client):
+    # a thought forced to repeat one token forever: the loop detector closes it long before the budget
+    token = client_tokens(client, " again")
     r = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, reasoning_effort="high",
-                                       max_completion_tokens=10)
-    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 10
-    assert r.usage.completion_tokens_details.reasoning_tokens == 10 and r.choices[0].message.content == ""
+                                       max_completion_tokens=200, logit_bias={str(token): 100})
+    thought = r.usage.completion_tokens_details.reasoning_tokens
+    assert thought <= LOOP_NGRAM + LOOP_REPEATS + CLOSE_TOKENS < BUDGETS["high"] - 4
+    assert r.choices[0].message.reasoning_content.count("again") >= LOOP_NGRAM
+
+
+def test_the_loop_detector_counts_repeated_ngrams():
+    t = Thinking(100, [0], lambda out: False)
+    cycle = list(range(5))  # a 5-token phrase, over and over
+    thought, closed_at = [], None
+    for i in range(200):
+        thought.append(cycle[i % 5])
+        if t.looping(thought):
+            closed_at = len(thought)
+            break
+    assert closed_at == LOOP_NGRAM + 5 * LOOP_REPEATS  # its last 12 tokens written a fourth time
+    t = Thinking(100, [0], lambda out: False)
+    assert not any(t.looping(list(range(n))) for n in range(1, 300))  # a thought that never repeats
 
 
 def test_streamed_reasoning_comes_first_and_matches(client):
@@ -59,3 +96,37 @@ def test_splitter_handles_a_tag_split_across_chunks():
     assert "".join(a for _, a in pieces) == "He has 5. "  # the answer ends at another thought tag
     s = ReasoningSplitter()
     assert s.feed("no closing tag, budget ran out") == ("no closing tag, budget ran out", "")
+
+
+def test_votes_go_to_the_majority_answer():
+    from tinythink.serve.consistency import vote
+
+    v = vote(["The answer is 5.", "It is 4", "The answer is 5.", "5 apples", "no idea at all, really none"])
+    assert (v.answer, v.chosen, v.agreement, v.samples) == ("5", 0, 0.6, 5)
+    assert vote(["Paris.", "paris", "London"]).answer == "paris"
+    tie = vote(["The answer is 3.", "The answer is 4."])
+    assert (tie.answer, tie.chosen, tie.agreement) == ("3", 0, 0.5)  # a tie goes to the first sample
+    prose = vote(["A long free-form reply that has no short final answer to vote on at all, none whatsoever."])
+    assert (prose.answer, prose.chosen, prose.agreement) == (None, 0, None)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_high_effort_answers_by_self_consistency(client, stream):
+    from tinythink.serve.consistency import answer_key
+
+    kw = dict(model=MODEL, messages=QUESTION, reasoning_effort="high", max_completion_tokens=60, seed=7)
+    if not stream:
+        r = client.chat.completions.create(**kw)
+        choice, content = r.choices[0], r.choices[0].message.content
+    else:
+        content, choice = "", None
+        for chunk in client.chat.completions.create(**kw, stream=True):
+            if chunk.choices and chunk.choices[0].delta.content:
+                content += chunk.choices[0].delta.content
+            if chunk.choices and chunk.choices[0].finish_reason:
+                choice = chunk.choices[0]
+    vote = choice.model_extra["self_consistency"]
+    assert vote["samples"] == 5 and vote["sampled_tokens"] >= 5
+    assert vote["answer"] == answer_key(content)  # the reply returned is one that reached the majority answer
+    if vote["answer"] is not None:
+        assert vote["agreement"] * 5 == round(vote["agreement"] * 5) and vote["agreement"] >= 0.2

@@ -54,12 +54,12 @@ class Importance:
                    t["block_influence"], t["drop_loss"], float(meta["base_loss"]), int(meta["tokens"]))
 
 
-def _bar(total: int, desc: str, progress: bool):
+def _bar(total: int, desc: str, progress: bool, unit: str = "seq"):
     if not progress:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="seq", file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
 
 def lm_loss(model: nn.Module, data: PackedData, micro_batch: int = 4) -> float:
@@ -129,7 +129,7 @@ def measure(model: nn.Module, calibration: PackedData, drop_data: PackedData, mi
     N = max(counts["tokens"], 1)
     base = lm_loss(model, drop_data, micro_batch)
     drop = torch.zeros(L)
-    bar = _bar(L, "layer drop loss", progress)
+    bar = _bar(L, "layer drop loss", progress, unit="layer")
     layers = model.layers
     try:
         for i in range(L):

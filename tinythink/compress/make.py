@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import sys
@@ -288,7 +289,8 @@ class Make:
         if summary["status"] != "done":
             raise Stopped(f"distillation stopped by --max-time at step {summary['step']} of "
                           f"{summary['total_steps']}; run the same command again to go on")
-        self.save_model(student, self.out / "distill" / "model")
+        if int(os.environ.get("RANK", 0)) == 0:
+            self.save_model(student, self.out / "distill" / "model")
         rows = [json.loads(line) for line in (self.out / "distill" / "train.jsonl").read_text().splitlines()]
         held_rows = [r for r in rows if "eval_loss" in r]
         return {**summary, "settings": asdict(settings), "teacher": "cached top-%d" % self.s.cache_top_k
@@ -404,9 +406,16 @@ class Make:
         return todo + ["evaluate", "export"]
 
     def run(self) -> dict:
+        """Every stage not done yet. Under torchrun, distillation runs on every process and the other stages on
+        the first, the rest waiting for it."""
         from tinythink.compress import card
+        from tinythink.compress.trainer import Distributed
 
-        self.check_settings()
+        dist = Distributed()
+        self.progress = self.progress and dist.main
+        if dist.main:
+            self.check_settings()
+        dist.barrier()
         records = {}
         for stage in self.stages():
             found = self.done(stage)
@@ -414,24 +423,36 @@ class Make:
                 self.log(f"[{stage}] done already ({found['finished']}): skipped")
                 records[stage] = found
                 continue
+            if stage != "distill" and not dist.main:
+                dist.barrier()  # the first process runs it
+                records[stage] = self.done(stage)
+                continue
             self.log(f"[{stage}]")
             start = time.perf_counter()
             record = getattr(self, f"stage_{stage}")()
             record["stage_seconds"] = time.perf_counter() - start
-            records[stage] = self.finish(stage, record)
-        (self.out / "README.md").write_text(card.model_card(self.s, records, self.command))
+            if dist.main:
+                records[stage] = self.finish(stage, record)
+            dist.barrier()
+            records[stage] = self.done(stage)
+        if dist.main:
+            (self.out / "README.md").write_text(card.model_card(self.s, records, self.command))
         return records
+
+
+def input_widths(config) -> set[int]:
+    """The input widths of a model's linear layers (an int4 group size must divide each)."""
+    return {config.dim} | {config.layer(i).n_heads * config.head_dim for i in range(config.n_layers)} | \
+        {config.layer(i).intermediate_size for i in range(config.n_layers)}
 
 
 def group_size_for(config, asked: int | None) -> int:
     if asked is not None:
         return asked
-    widths = {config.dim} | {config.layer(i).n_heads * config.head_dim for i in range(config.n_layers)} | \
-        {config.layer(i).intermediate_size for i in range(config.n_layers)}
     for g in (128, 64, 32):
-        if all(w % g == 0 for w in widths):
+        if all(w % g == 0 for w in input_widths(config)):
             return g
-    raise TinythinkError(f"no int4 group size of 32, 64 or 128 divides this model's widths {sorted(widths)}")
+    raise TinythinkError(f"no int4 group size of 32, 64 or 128 divides this model's widths {sorted(input_widths(config))}")
 
 
 def model_config(ref: str):

@@ -101,7 +101,11 @@ class Distributed:
         self.world = int(os.environ.get("WORLD_SIZE", 1))
         self.rank = int(os.environ.get("RANK", 0))
         if self.world > 1 and not torch.distributed.is_initialized():
-            torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            import datetime
+
+            # long: under `tinythink make` the other processes wait while the first prunes or evaluates
+            torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo",
+                                                 timeout=datetime.timedelta(hours=12))
 
     @property
     def main(self) -> bool:

@@ -33,15 +33,35 @@ from tinythink.model.transformer import KV_DTYPE, Transformer
 _DONE = None  # end-of-stream marker in a request's event queue
 
 
+LOOP_NGRAM, LOOP_REPEATS = 12, 3  # a thought whose last 12 tokens it has already written 3 times is looping
+
+
 @dataclass(eq=False)
 class Thinking:
-    """An enforced thinking budget: once `budget` tokens are spent in thought (or the model tries to stop
-    before closing its thought), the engine writes `close_ids` itself and the model goes on to answer."""
+    """An enforced thinking budget: once `budget` tokens are spent in thought, the model tries to stop before
+    closing its thought, or the thought repeats itself (its last LOOP_NGRAM tokens seen LOOP_REPEATS times
+    before: small models loop), the engine writes `close_ids` itself and the model goes on to answer."""
     budget: int
     close_ids: list[int]
     is_closed: Callable[[list[int]], bool]  # does this output already close the thought?
     tokens: int | None = None  # thinking tokens, once the thought is closed
     forcing: list[int] = field(default_factory=list)
+    ngrams: dict[tuple[int, ...], int] = field(default_factory=dict)  # the thought's n-grams, counted
+    closed_by: str | None = None  # "model", "budget", "stop" or "loop"
+
+    def looping(self, thought: list[int]) -> bool:
+        """Counts the thought's newest n-gram; true once it has been written LOOP_REPEATS times before."""
+        if len(thought) < LOOP_NGRAM:
+            return False
+        key = tuple(thought[-LOOP_NGRAM:])
+        self.ngrams[key] = self.ngrams.get(key, 0) + 1
+        return self.ngrams[key] > LOOP_REPEATS
+
+
+def answer_reserve(max_tokens: int) -> int:
+    """Tokens of `max_tokens` that a thought may never take, so that an answer always has room: a quarter, at
+    least 32 (at most half of a small limit)."""
+    return min(max(32, max_tokens // 4), max_tokens // 2)
 
 
 @dataclass(eq=False)
@@ -292,16 +312,19 @@ class BatchEngine:
         if t is None or t.tokens is not None:
             return req.sampler(logits)
         if not t.forcing and len(req.output) >= t.budget:
-            t.forcing = list(t.close_ids)  # the budget is spent: close the thought ourselves
+            t.forcing, t.closed_by = list(t.close_ids), "budget"  # the budget is spent: close the thought ourselves
         if t.forcing:
             token = t.forcing.pop(0)
         else:
             token = req.sampler(logits, constrained=False)  # a grammar applies to the answer, not the thought
             if token in req.stop_ids:  # no stopping mid-thought: close it, then the model answers
-                t.forcing = list(t.close_ids)
+                t.forcing, t.closed_by = list(t.close_ids), "stop"
                 token = t.forcing.pop(0)
+            elif t.looping(req.output + [token]):  # going round in circles: close it as at the budget
+                t.forcing, t.closed_by = list(t.close_ids), "loop"
         if not t.forcing and t.is_closed(req.output + [token]):
             t.tokens = len(req.output) + 1
+            t.closed_by = t.closed_by or "model"
         return token
 
     def _emit(self, req: Request, token: int):

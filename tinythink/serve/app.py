@@ -23,13 +23,15 @@ from tinythink.engine.sampling import SamplingParams
 from tinythink.errors import TinythinkError
 from tinythink.serve.host import ModelHost
 from tinythink.serve.metrics import Metrics
-from tinythink.serve import tools
+from tinythink.serve import consistency, tools
 from tinythink.serve.protocol import ChatCompletionRequest, CompletionRequest, NamedToolChoice, SamplingFields
 from tinythink.text.reasoning import ReasoningSplitter, chat_text
 from tinythink.text.stream import TextChunk
 
 FINGERPRINT = f"tinythink-{__version__}"
 PAGE = Path(__file__).parent / "static" / "index.html"
+ANSWER_TOKENS = 512  # with reasoning and no max_completion_tokens: the thought's budget plus this many for the answer
+CONSISTENCY_TEMPERATURE = 0.7  # self-consistency's samples, when the request asks for greedy decoding
 
 
 @dataclass
@@ -42,6 +44,7 @@ class ServerSettings:
     # thinking tokens allowed per reasoning_effort; enforced by the engine, which closes the thought itself
     thinking_budgets: dict[str, int] = field(default_factory=lambda: {"minimal": 0, "low": 256, "medium": 1024,
                                                                        "high": 4096})
+    self_consistency: int = 5  # thoughts sampled per choice at reasoning_effort high, the majority answer kept
 
 
 @dataclass
@@ -266,7 +269,7 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
             if len(host.engine.waiting) + len(streams) >= host.max_queue:
                 raise APIError(429, "the server is busy: its queue is full; try again shortly",
                                "rate_limit_error", code="queue_full")
-            thinking = host.thinking(budget) if budget else None
+            thinking = host.thinking(budget, params.max_tokens) if budget else None
             streams.append(measured(host.name, len(prompt),
                                     host.stream(prompt, params, body.stop_list(), grammar, thinking)))
         return streams
@@ -371,8 +374,20 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
                 grammar = host.grammars.json_schema(schema)
         except GrammarError as e:
             raise APIError(400, str(e), param="tools" if functions else "response_format.json_schema") from None
-        streams = await run_choices(host, [prompt] * body.n, body, body.max_completion_tokens or body.max_tokens,
-                                    budget, grammar)
+        max_tokens = body.max_completion_tokens or body.max_tokens
+        if budget and max_tokens is None:  # room for the whole thought and an answer, as reasoning models default
+            max_tokens = budget + ANSWER_TOKENS
+        samples = settings.self_consistency if effort == "high" and not functions else 1
+        votes: list[dict | None] = [None] * body.n
+        if samples > 1:  # several thoughts a choice, sampled together; the majority's reply is the choice
+            sampled = body.model_copy(update={"temperature": body.temperature or CONSISTENCY_TEMPERATURE})
+            runs = await run_choices(host, [prompt] * (body.n * samples), sampled, max_tokens, budget, grammar)
+            streams = []
+            for i in range(body.n):
+                stream, votes[i] = await consistency.replay(runs[i * samples:(i + 1) * samples], bool(budget))
+                streams.append(stream)
+        else:
+            streams = await run_choices(host, [prompt] * body.n, body, max_tokens, budget, grammar)
         cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": cid, "created": created, "model": body.model, "system_fingerprint": FINGERPRINT}
         if not body.stream:
@@ -389,7 +404,8 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
                 if calls:
                     message["tool_calls"], finish = [call.openai() for call in calls], "tool_calls"
                 logprobs = {"content": logprob_content(host, c.logprobs)} if body.logprobs else None
-                choices.append({"index": i, "message": message, "logprobs": logprobs, "finish_reason": finish})
+                choices.append({"index": i, "message": message, "logprobs": logprobs, "finish_reason": finish,
+                                **({"self_consistency": votes[i]} if votes[i] is not None else {})})
             return {**base, "object": "chat.completion", "choices": choices,
                     "usage": usage(len(prompt) * body.n, total, thought if effort else None)}
 
@@ -400,8 +416,9 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
             held = [tools.CallBuffer() if functions else None for _ in range(body.n)]
 
             def delta_event(i, delta, logprobs=None, finish_reason=None):
+                extra = {"self_consistency": votes[i]} if finish_reason and votes[i] is not None else {}
                 return sse({**chunk_base, "choices": [{"index": i, "delta": delta, "logprobs": logprobs,
-                                                       "finish_reason": finish_reason}]})
+                                                       "finish_reason": finish_reason, **extra}]})
 
             for i in range(body.n):
                 yield delta_event(i, {"role": "assistant", "content": ""})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from tinythink.engine.batch import BatchEngine, Thinking
+from tinythink.engine.batch import BatchEngine, Thinking, answer_reserve
 from tinythink.engine.constraint import Grammars
 from tinythink.engine.sampling import SamplingParams
 from tinythink.llm import LLM
@@ -25,10 +25,13 @@ class ModelHost:
     def close(self):
         self.engine.stop()
 
-    def thinking(self, budget: int) -> Thinking:
+    def thinking(self, budget: int, max_tokens: int | None = None) -> Thinking:
+        """The thought's rules for one reply of at most `max_tokens`: its budget leaves the answer its reserve."""
         tok = self.llm.tokenizer
-        return Thinking(budget, tok.encode(f"\n{THINK_CLOSE}\n\n", add_special_tokens=False),
-                        lambda out: THINK_CLOSE in tok.decode(out[-12:], skip_special_tokens=False))
+        close = tok.encode(f"\n{THINK_CLOSE}\n\n", add_special_tokens=False)
+        if max_tokens is not None:
+            budget = max(0, min(budget, max_tokens - answer_reserve(max_tokens) - len(close)))
+        return Thinking(budget, close, lambda out: THINK_CLOSE in tok.decode(out[-12:], skip_special_tokens=False))
 
     async def stream(self, prompt: list[int], params: SamplingParams, stop: list[str], grammar: str | None = None,
                      thinking: Thinking | None = None) -> AsyncIterator[TextChunk]:
