@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -375,6 +376,27 @@ def cmd_make(args):
     print(f"made {settings.out}: serve it with tinythink serve -m {settings.out}", file=sys.stderr)
 
 
+def cmd_teach(args):
+    from tinythink.compress.make import parse_duration
+    from tinythink.teach.jobs import JOBS
+    from tinythink.teach.recipe import Teach, TeachSettings
+
+    jobs = tuple(args.jobs.split(",")) if args.jobs else tuple(JOBS)
+    unknown = set(jobs) - set(JOBS)
+    if unknown:
+        raise TinythinkError(f"unknown jobs {', '.join(sorted(unknown))} (known: {', '.join(JOBS)})")
+    stages = tuple(args.stages.split(","))
+    if set(stages) - {"write", "answer", "reason", "train"}:
+        raise TinythinkError("--stages takes write, answer, reason and train, comma-separated")
+    settings = TeachSettings(teacher=args.teacher, out=args.out, student=args.student, per_job=args.per_job,
+                             problems=args.problems, samples=args.samples, concurrency=args.concurrency, rank=args.rank,
+                             epochs=args.epochs, max_time=parse_duration(args.max_time) if args.max_time else None,
+                             jobs=jobs)
+    _set_threads(args.threads)
+    results = Teach(settings).run(stages)
+    print(json.dumps(results, indent=1, default=str))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tinythink", description="Small, fast reasoning language models on a CPU.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -497,6 +519,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan (shapes, sizes, predicted speed and time)")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_make)
+
+    p = sub.add_parser("teach", help="teach a student the seed's jobs from a teacher's checked answers (LoRA)",
+                       description="The teacher writes inputs (tickets, reviews, emails, notes), answers the seed's "
+                                   "jobs on them and on packaged text (several samples must agree where there is one "
+                                   "right answer), and solves reasoning problems step by step (only correct traces "
+                                   "kept); the student learns the kept answers through a LoRA adapter. Every stage "
+                                   "resumes where it stopped.")
+    p.add_argument("--teacher", required=True, help="the teacher: a model name, GGUF file or HF directory")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--student", default=DEFAULT_MODEL)
+    p.add_argument("--stages", default="write,answer,reason,train")
+    p.add_argument("--jobs", help="comma-separated subset of the jobs (default all)")
+    p.add_argument("--per-job", type=int, default=200, help="inputs per job (default 200)")
+    p.add_argument("--problems", type=int, default=300, help="reasoning problems per generator (default 300)")
+    p.add_argument("--samples", type=int, default=3, help="teacher samples where an answer must agree")
+    p.add_argument("--concurrency", type=int, default=32, help="teacher requests in flight (its batch)")
+    p.add_argument("--rank", type=int, default=32, help="LoRA rank")
+    p.add_argument("--epochs", type=float, default=2.0)
+    p.add_argument("--max-time", help="stop training cleanly after this long; rerun to resume")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_teach)
 
     p = sub.add_parser("bench", help="measure prefill, decode, time to first token and batched throughput",
                        description="Speed and memory of each variant of a model, and of llama.cpp and "

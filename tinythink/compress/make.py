@@ -286,9 +286,10 @@ class Make:
             data = needed
         objective = Distill(loss, teacher=teacher if caches is None else None, caches=caches)
         summary = train(student, objective, data, held, settings, self.out / "distill", self.progress)
-        if summary["status"] != "done":
+        if summary["status"] != "done" and self.s.tokens:  # a time limit on the way to --tokens: resumable
             raise Stopped(f"distillation stopped by --max-time at step {summary['step']} of "
                           f"{summary['total_steps']}; run the same command again to go on")
+        # without --tokens, the time is the budget: when it is spent, distillation is done
         if int(os.environ.get("RANK", 0)) == 0:
             self.save_model(student, self.out / "distill" / "model")
         rows = [json.loads(line) for line in (self.out / "distill" / "train.jsonl").read_text().splitlines()]

@@ -1,0 +1,89 @@
+"""What the teacher's samples must pass to be kept: schema-valid, checked, and agreeing where one answer is right;
+reasoning traces only when their answer is right; and never an evaluation test item."""
+
+import json
+
+import pytest
+
+from tinythink.teach import inputs, traces
+from tinythink.teach.generate import Writer, agree
+from tinythink.teach.jobs import JOBS
+from tinythink.teach.recipe import accept_answer
+
+TICKET = {"id": "t1", "text": "I was charged twice for my Pro plan this month.", "labels": ["billing", "technical"]}
+
+
+def triage(category, priority="high"):
+    return json.dumps({"category": category, "priority": priority, "rationale": "Charged twice."})
+
+
+def test_agreeing_samples_are_kept_and_disagreeing_ones_dropped():
+    job = JOBS["triage"]
+    kept = accept_answer(job, TICKET, [triage("billing"), triage("billing"), triage("technical")], 2 / 3)
+    assert json.loads(kept)["category"] == "billing"
+    assert accept_answer(job, TICKET, [triage("billing"), triage("technical"), triage("billing", "low")], 2 / 3) is None
+    assert accept_answer(job, TICKET, ["not json", triage("billing"), "{\"category\": 1}"], 2 / 3) is None
+    assert agree(["a", "a", None], 2 / 3) == "a" and agree(["a", "b", None], 0.5) is None
+
+
+def test_schema_invalid_and_unchecked_answers_are_dropped():
+    kw = {"id": "k", "text": "The new dashboard loads slowly on Mondays.", "n": 3}
+    job = JOBS["keywords"]
+    assert accept_answer(job, kw, ['{"keywords": ["dashboard", "loads slowly"]}'], 2 / 3)
+    assert accept_answer(job, kw, ['{"keywords": ["dashboard", "latency"]}'], 2 / 3) is None  # invented phrase
+    assert accept_answer(job, kw, ['{"keywords": ["dashb'], 2 / 3) is None  # cut off: not JSON
+    summary = {"id": "s", "text": "One. Two. Three. Four. " * 20, "sentences": 2}
+    assert accept_answer(JOBS["summary"], summary, ["First point. Second point."], 2 / 3)
+    assert accept_answer(JOBS["summary"], summary, ["One. Two. Three."], 2 / 3) is None  # longer than asked
+    email = {"id": "e", "text": "Where is my refund?", "tone": "friendly",
+             "facts": ["a refund of $120 will arrive within 5 days", "the case number is 48213"]}
+    good = "Hi! A refund of $120 will arrive within 5 days. Your case number is 48213. Best, Support"
+    assert accept_answer(JOBS["email"], email, [good], 2 / 3)
+    assert accept_answer(JOBS["email"], email, ["Hi! Your refund is on its way. Best, Support"], 2 / 3) is None
+
+
+def test_faq_answers_say_they_do_not_know_exactly_when_the_passage_does_not_say():
+    job = JOBS["faq"]
+    known = {"id": "q", "passage": "The library opens at 9.", "question": "When does it open?", "answerable": True}
+    assert accept_answer(job, known, ["At 9."], 2 / 3)
+    assert accept_answer(job, known, ["I don't know."], 2 / 3) is None
+    unknown = {**known, "answerable": False}
+    assert accept_answer(job, unknown, ["I don't know."], 2 / 3)
+    assert accept_answer(job, unknown, ["At 9."], 2 / 3) is None
+
+
+def test_traces_whose_answer_is_wrong_are_dropped_and_right_ones_become_thoughts():
+    (item,) = traces.problems("basic_arithmetic", 1)
+    gold = item["entry"]["answer"]
+    right = f"First I work it out.\nThen I check it.\nThe answer is {gold}."
+    assert traces.correct(item, right)
+    assert not traces.correct(item, "I think.\nThe answer is 123456789.")
+    example = traces.thinking_example(item, right)
+    assert example["completion"] == f"<think>\nFirst I work it out.\nThen I check it.\n</think>\n\nThe answer is {gold}."
+    assert "Think step by step" in example["messages"][0]["content"]
+
+
+def test_no_evaluation_test_item_is_an_input():
+    from tinythink.eval.tasks import TASKS
+
+    test_texts = {e.messages[-1]["content"] for name in ("sentiment", "intent", "summary", "boolq")
+                  for e in TASKS[name].examples("test")}
+    ours = [t for task, marker in (("sentiment", "Text: "), ("intent", "Request: "), ("summary", "sentence."))
+            for _, t in inputs.dev_texts(task, marker)]
+    assert ours and not any(t in prompt for prompt in test_texts for t in ours[:200] if len(t) > 30)
+    for dataset in traces.DATASETS:
+        taken = traces.test_questions(dataset)
+        assert all(p["entry"]["question"] not in taken for p in traces.problems(dataset, 60))
+
+
+def test_the_writer_skips_what_is_done_and_survives_a_torn_line(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    w = Writer(path)
+    assert w.write({"id": "a", "hash": "h1"}) and not w.write({"id": "a", "hash": "h2"})
+    assert not w.write({"id": "b", "hash": "h1"})  # the same text under another id: a duplicate
+    with open(path, "a") as f:
+        f.write('{"id": "c", "ha')  # a kill in the middle of a row
+    again = Writer(path)
+    assert set(again.done) == {"a"} and again.write({"id": "c", "hash": "h3"})
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines() if line.startswith('{"id": "a"') or
+            line.startswith('{"id": "c", "hash": "h3"')] == ["a", "c"]

@@ -1,0 +1,51 @@
+"""`tinythink teach` end to end, small: the default model as its own (weak) teacher on two jobs and one reasoning
+generator, through the real server; rows with provenance, a resumed run that asks nothing again, and an adapter
+that loads onto the student."""
+
+import json
+
+import pytest
+
+from tinythink.compress import lora
+from tinythink.model.load import load_model
+from tinythink.teach.generate import kept, read_done
+from tinythink.teach.recipe import Teach, TeachSettings
+
+
+@pytest.fixture(scope="module")
+def taught(tmp_path_factory):
+    out = tmp_path_factory.mktemp("teach")
+    settings = TeachSettings(teacher="smollm2-135m", out=str(out), per_job=4, problems=3, trace_tokens=96, samples=3,
+                             concurrency=12, rank=4, epochs=1.0, jobs=("sentiment", "faq"),
+                             datasets=("basic_arithmetic",))
+    return out, settings, Teach(settings, progress=False).run(("answer", "reason", "train"))
+
+
+def test_kept_rows_carry_their_provenance(taught):
+    out, settings, results = taught
+    rows = kept(out / "answers.jsonl")
+    assert sum(results["answer"]["sentiment"].values()) == 4 and sum(results["answer"]["faq"].values()) == 4
+    for row in rows:
+        assert row["teacher_sha256"] and row["settings"]["max_tokens"] and row["messages"][-1]["role"] == "user"
+        if row["job"] == "sentiment":
+            assert json.loads(row["completion"])["sentiment"] in ("positive", "negative", "neutral")
+            assert row["settings"]["n"] == 3
+    for row in kept(out / "traces.jsonl"):
+        assert row["completion"].startswith("<think>\n") and "</think>" in row["completion"]
+
+
+def test_a_rerun_asks_the_teacher_nothing_done_already(taught):
+    out, settings, results = taught
+    asked = sum(c.get("kept", 0) + c.get("dropped", 0) for c in results["answer"].values())
+    assert len(read_done(out / "answers.jsonl")) == asked  # kept and dropped items both recorded
+    again = Teach(settings, progress=False).run(("answer",))
+    assert all(not counts.get("kept") and not counts.get("dropped") for counts in again["answer"].values())
+
+
+def test_the_adapter_loads_onto_the_student(taught):
+    out, _, results = taught
+    assert results["train"]["status"] == "done" and (out / "train" / "loss.png").is_file()
+    config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert config["r"] == 4 and config["base_model_name_or_path"] == "smollm2-135m"
+    model = lora.merge_adapter(load_model("smollm2-135m").model, out / "adapter")
+    assert model.config.n_layers == 30

@@ -1,0 +1,119 @@
+"""Inputs for the seed's jobs: packaged text (the evaluation sets' dev parts, passages of the built-in corpus) and
+seeds for the teacher's own writing (tickets, reviews, emails and notes made from topics, products and moods).
+
+Nothing here is an evaluation test item: evaluation tasks contribute their dev parts only, by the evaluation's
+split rule (`tinythink.eval.tasks.in_split`), and the corpus's passages come from sources the evaluation does not
+use (tests/teach/test_inputs.py checks both).
+"""
+
+from __future__ import annotations
+
+import random
+
+from tinythink.compress import corpus
+
+TAXONOMIES = [
+    ["billing", "technical", "account", "shipping", "refund", "feedback"],
+    ["hardware", "software", "network", "access", "other"],
+    ["bug", "feature request", "question", "complaint"],
+    ["orders", "payments", "returns", "product information", "delivery"],
+    ["login", "performance", "data export", "integrations", "pricing", "cancellation"],
+]
+DESCRIBED = {"refund": "the customer wants money back", "feedback": "praise or suggestions, nothing broken",
+             "access": "permissions, passwords, locked accounts", "complaint": "unhappy with service or product",
+             "integrations": "connecting to other tools (Slack, Salesforce, APIs)"}
+PRODUCTS = ["an online shop for running shoes", "a project-management web app", "a home internet provider",
+            "a food delivery app", "a cloud storage service", "an accounting software for small firms",
+            "a mobile banking app", "a smart thermostat", "an airline", "a gym membership", "a video streaming service",
+            "a printer sold online", "a language-learning app", "a car rental company", "a hotel booking site"]
+TOPICS = ["a double charge", "a late delivery", "a broken item", "a password reset that never arrives",
+          "an app that crashes", "a request for a refund", "a question about pricing", "a wrong invoice",
+          "slow performance", "a feature they would like", "cancelling their subscription", "a missing order",
+          "a data export that fails", "praise for the support team", "being locked out of their account",
+          "a confusing error message", "changing their delivery address", "an integration that stopped syncing"]
+MOODS = ["calm", "frustrated", "angry", "polite", "in a hurry", "confused", "happy"]
+TONES = ["friendly", "formal", "apologetic", "concise"]
+
+
+def seeded(seed: int, n: int):
+    rng = random.Random(seed)
+    return [(rng, i) for i in range(n)]
+
+
+def writing_prompts(kind: str, n: int, seed: int = 0) -> list[dict]:
+    """Prompts for the teacher to write an input: kind 'ticket', 'review', 'email' or 'notes'."""
+    out = []
+    for rng, i in seeded(seed, n):
+        product, topic, mood = rng.choice(PRODUCTS), rng.choice(TOPICS), rng.choice(MOODS)
+        ask = {"ticket": f"Write a realistic customer support ticket (2 to 4 sentences) to {product} about {topic}. "
+                         f"The customer is {mood}. Write only the ticket text.",
+               "review": f"Write a short customer review (1 to 3 sentences) of {product}. It is "
+                         f"{rng.choice(['glowing', 'mixed', 'negative', 'neutral and factual', 'sarcastic'])}. "
+                         "Write only the review.",
+               "email": f"Write a short email (3 to 5 sentences) from a customer to {product} about {topic}, with "
+                        "an order or account number and a date. Write only the email.",
+               "notes": f"Write 4 to 6 terse bullet-point notes (with numbers: counts, amounts, dates) that a team "
+                        f"lead at {product} took this week about {topic}. Write only the notes, one per line, "
+                        "each starting with '- '."}[kind]
+        out.append({"id": f"write-{kind}-{seed}-{i}", "kind": kind, "messages": [{"role": "user", "content": ask}],
+                    "product": product, "topic": topic})
+    return out
+
+
+def labelled(texts: list[tuple[str, str]], seed: int) -> list[dict]:
+    """(id, text) -> classification inputs, each with one of the taxonomies (some labels described)."""
+    out = []
+    for (rng, _), (ident, text) in zip(seeded(seed, len(texts)), texts):
+        labels = rng.choice(TAXONOMIES)
+        item = {"id": ident, "text": text, "labels": labels}
+        if rng.random() < 0.5:
+            item["descriptions"] = {k: v for k, v in DESCRIBED.items() if k in labels}
+        out.append(item)
+    return out
+
+
+def evaluation_dev(task: str) -> list:
+    """An evaluation task's dev examples (never its test ones)."""
+    from tinythink.eval.tasks import TASKS
+
+    return TASKS[task].examples("dev")
+
+
+def dev_texts(task: str, marker: str) -> list[tuple[str, str]]:
+    """(id, the input text) of an evaluation task's dev examples: the part of the prompt after `marker`."""
+    return [(f"eval-{task}-{e.id}", e.messages[-1]["content"].split(marker, 1)[-1].split("\n\n")[0].strip())
+            for e in evaluation_dev(task)]
+
+
+def passages(limit: int, seed: int = 0) -> list[tuple[str, str]]:
+    """(id, passage) from the built-in corpus's prose (stories, encyclopedia passages), held-out documents left out."""
+    records = [r for r in corpus.records(["coqa", "drop", "squad"]) if not corpus.held_out(r.id)]
+    out = []
+    for r in records:
+        text = r.text or r.messages[-1]["content"].split("Text: ", 1)[-1].split("\n\nQuestion: ")[0]
+        if 200 < len(text) < 2500:
+            out.append((r.id, text))
+    random.Random(seed).shuffle(out)
+    return out[:limit]
+
+
+def faq_items(limit: int, seed: int = 0) -> list[dict]:
+    """Passage questions from SQuAD (answerable), and the same questions asked of another passage (not)."""
+    records = [r for r in corpus.records(["squad"]) if not corpus.held_out(r.id)]
+    rng = random.Random(seed)
+    items = []
+    for r in records:
+        text = r.messages[-1]["content"]
+        passage = text.split("Text: ", 1)[1].split("\n\nQuestion: ")[0]
+        question = text.split("\n\nQuestion: ", 1)[1]
+        items.append({"id": r.id, "passage": passage, "question": question, "answerable": True})
+    rng.shuffle(items)
+    unanswerable = [{**a, "id": a["id"] + "-other", "passage": b["passage"], "answerable": False}
+                    for a, b in zip(items[: limit // 4], items[1: limit // 4 + 1])]
+    return items[: limit - len(unanswerable)] + unanswerable
+
+
+def chat_items(limit: int, seed: int = 0) -> list[dict]:
+    records = [r for r in corpus.records(["sciq", "jeopardy"]) if not corpus.held_out(r.id)]
+    random.Random(seed).shuffle(records)
+    return [{"id": r.id, "text": r.messages[-1]["content"]} for r in records[:limit]]

@@ -1,0 +1,69 @@
+"""Verified reasoning traces: the teacher solves reasoning-gym problems step by step, each final answer is checked
+by the evaluation's own scorer (reasoning-gym's `score_answer` on the parsed answer, or an exact number), and only
+correct traces are kept, the shortest of a problem's correct samples. The student learns them in the thinking
+format the server's `reasoning_effort` uses: our thinking instruction, then `<think>` steps `</think>` answer.
+
+Problems are drawn with seeds far from the evaluation's (1,000,000 dev, 2,000,000 test, 500 items each), and a
+problem whose question the evaluation's test part holds is left out, as the evaluation itself does for dev.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from tinythink.text.reasoning import THINK_CLOSE, THINK_OPEN, with_instruction
+
+TRAIN_SEED = 7_000_000
+DATASETS = ("basic_arithmetic", "chain_sum", "simple_equations", "leg_counting", "gsm_symbolic", "syllogism",
+            "family_relationships")
+
+
+@cache
+def test_questions(dataset: str) -> frozenset[str]:
+    from tinythink.eval.tasks import TASKS
+
+    return frozenset(e.entry["question"] for e in TASKS[dataset].examples("test"))
+
+
+def problems(dataset: str, n: int, seed: int = TRAIN_SEED) -> list[dict]:
+    """n problems of a generator, asked as the evaluation asks them (its instruction, so its parser reads them)."""
+    import reasoning_gym
+
+    taken = test_questions(dataset)
+    out = []
+    for i, entry in enumerate(reasoning_gym.create_dataset(dataset, size=n, seed=seed)):
+        if entry["question"] not in taken:
+            example = _example(dataset, entry, f"{dataset}-{seed}-{i}")
+            out.append({"id": example.id, "dataset": dataset, "messages": example.messages, "entry": entry})
+    return out
+
+
+def _example(dataset: str, entry: dict, ident: str):
+    from tinythink.eval import parse
+    from tinythink.eval.tasks import NUMBER_PROMPT, WORD_PROMPT, Example, user
+
+    numeric = dataset not in ("syllogism", "family_relationships")
+    prompt = NUMBER_PROMPT if numeric else WORD_PROMPT
+    gold = parse.to_number(entry["answer"]) if numeric else entry["answer"]
+    return Example(ident, user(prompt.format(question=entry["question"])), gold, entry=entry)
+
+
+def correct(item: dict, reply: str) -> bool:
+    from tinythink.eval.tasks import TASKS
+
+    example = _example(item["dataset"], item["entry"], item["id"])
+    return TASKS[item["dataset"]].score(example, reply)[0] == 1.0
+
+
+def split_steps(reply: str) -> tuple[str, str]:
+    """A worked solution -> (its steps, its final answer line)."""
+    lines = [line for line in reply.strip().splitlines()]
+    last = max((i for i, line in enumerate(lines) if "answer is" in line.lower()), default=len(lines) - 1)
+    return "\n".join(lines[:last]).strip(), "\n".join(lines[last:]).strip()
+
+
+def thinking_example(item: dict, reply: str) -> dict:
+    """A verified trace as a chat the student learns: the thinking instruction, then thought and answer."""
+    steps, answer = split_steps(reply)
+    return {"messages": with_instruction(item["messages"]),
+            "completion": f"{THINK_OPEN}\n{steps}\n{THINK_CLOSE}\n\n{answer}"}
