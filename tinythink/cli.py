@@ -361,6 +361,7 @@ def cmd_make(args):
         tokens=parse_count(args.tokens) if args.tokens else None,
         max_time=parse_duration(args.max_time) if args.max_time else None, lr=args.lr, micro_batch=args.micro_batch,
         accumulate=args.accumulate, loss=args.loss, temperature=args.temperature, cache_top_k=args.cache_top_k,
+        on_policy=args.on_policy,
         quantize=args.quantize, method=args.method, group_size=args.group_size, eval_suite=args.eval_suite,
         eval_limit=args.eval_limit, export=args.export.split(","), gguf_type=args.gguf_type, threads=args.threads)
     _set_threads(args.threads)
@@ -507,6 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--loss", default="forward_kl", choices=("forward_kl", "reverse_kl", "jsd", "skew_kl"))
     g.add_argument("--temperature", type=float, default=1.0)
     g.add_argument("--cache-top-k", type=int, help="cache the teacher's top-k log-probs on disk (one teacher pass)")
+    g.add_argument("--on-policy", type=float, metavar="FRACTION",
+                   help="this fraction of the batches: the student writes the text, the teacher scores it (GKD)")
     g = p.add_argument_group("quantization, evaluation, export")
     g.add_argument("--quantize", type=int, choices=(8, 4))
     g.add_argument("--method", choices=("gptq", "rtn"), default="gptq")

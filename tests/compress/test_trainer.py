@@ -77,3 +77,27 @@ def test_two_gloo_processes_take_the_steps_of_one(tmp_path):
     assert same_weights(tmp_path / "one/final.safetensors", tmp_path / "two/final.safetensors", atol=1e-6)
     assert not same_weights(tmp_path / "one/final.safetensors", tmp_path / "two/checkpoints/step-000006/model.safetensors",
                             atol=1e-6)
+
+
+def test_on_policy_batches_score_the_students_own_text(tiny_data):
+    from tinythink.compress.losses import IGNORE, ForwardKL
+    from tinythink.compress.objectives import Distill, OnPolicy
+    from tinythink.compress.trainer import StudentForward
+
+    from conftest import tiny_model
+    from train_tiny import sharp_teacher
+
+    data, _ = tiny_data
+    student = tiny_model(tie_embeddings=False)
+    on_policy = OnPolicy(Distill(ForwardKL(), teacher=sharp_teacher()), fraction=1.0, new_tokens=12, seed=3)
+    batch = data.batch([0, 1])
+    sampled = on_policy.sampled(student, batch)
+    T = batch.tokens.shape[1]
+    first = int((batch.documents == batch.documents[:, :1]).sum(1).min())  # the shortest first document
+    context = min(max(first, 1), T - 12)
+    assert torch.equal(sampled.tokens[:, :context], batch.tokens[:, :context])
+    assert (sampled.labels != IGNORE).sum() == 2 * (T - context)  # only the student's own tokens are scored
+    assert student.layers[0].self_attn.kv_cache is None and student.training  # left as it was
+    loss, _ = on_policy(StudentForward(student), batch)
+    loss.backward()
+    assert student.lm_head.weight.grad is not None and loss > 0

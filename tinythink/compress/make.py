@@ -48,6 +48,7 @@ class MakeSettings:
     loss: str = "forward_kl"
     temperature: float = 1.0
     cache_top_k: int | None = None  # cache the teacher's top-k log-probs on disk instead of running it live
+    on_policy: float | None = None  # this fraction of the batches: the student writes, the teacher scores (GKD)
     quantize: int | None = None
     method: str = "gptq"
     group_size: int | None = None  # int4 groups; None: the largest of 128, 64, 32 that divides every layer's inputs
@@ -235,7 +236,8 @@ class Make:
         target = self.target()
         budget = self.budget(teacher.config)
         if budget is not None:
-            ranked = search.best_shape(teacher, importance, budget[0], scoring, budget[1], progress=self.progress)
+            ranked = search.best_shape(teacher, importance, budget[0], scoring, budget[1], width_multiple(teacher.config),
+                                       progress=self.progress)
             target = ranked[0].target
             record["candidates"] = [{"shape": c.target.describe(), "parameters": c.parameters, "loss": c.loss}
                                     for c in ranked]
@@ -257,7 +259,7 @@ class Make:
 
     def stage_distill(self) -> dict:
         from tinythink.compress.losses import divergence_named
-        from tinythink.compress.objectives import Distill
+        from tinythink.compress.objectives import Distill, OnPolicy
         from tinythink.compress.teacher_cache import TeacherCache
         from tinythink.compress.trainer import TrainSettings, autocast_dtype, device, train
         from tinythink.model.load import load_model
@@ -285,6 +287,10 @@ class Make:
                 caches[name] = cache
             data = needed
         objective = Distill(loss, teacher=teacher if caches is None else None, caches=caches)
+        if self.s.on_policy:
+            if caches:
+                raise TinythinkError("--on-policy needs the live teacher: leave out --cache-top-k")
+            objective = OnPolicy(objective, self.s.on_policy)
         summary = train(student, objective, data, held, settings, self.out / "distill", self.progress)
         if summary["status"] != "done" and self.s.tokens:  # a time limit on the way to --tokens: resumable
             raise Stopped(f"distillation stopped by --max-time at step {summary['step']} of "
@@ -447,6 +453,12 @@ def input_widths(config) -> set[int]:
         {config.layer(i).intermediate_size for i in range(config.n_layers)}
 
 
+def width_multiple(config) -> int:
+    """The multiple a searched shape's widths keep: 128 where the teacher's are all multiples of it (so GPTQ's
+    groups of 128 fit the student too), else 32."""
+    return 128 if all(w % 128 == 0 for w in input_widths(config)) else 32
+
+
 def group_size_for(config, asked: int | None) -> int:
     if asked is not None:
         return asked
@@ -538,7 +550,7 @@ def dry_run(s: MakeSettings) -> str:
     else:
         budget = Make(s, progress=False).budget(teacher)
         if budget is not None:
-            found = search.candidates(teacher, budget[0], budget[1])
+            found = search.candidates(teacher, budget[0], budget[1], width_multiple(teacher))
             lines.append(f"budget: {budget[0] / 1e6:.1f} M {'parameters' if budget[1] else 'non-embedding parameters'}; "
                          f"{len(found)} candidate shapes, the prune stage picks the one with the lowest held-out loss:")
             lines += [f"  {c.target.describe()}: {c.parameters / 1e6:.1f} M" for c in found]

@@ -54,3 +54,52 @@ class LanguageModeling:
         _, logits = forward(batch.tokens, batch.documents)
         loss = self.loss(logits, None, batch.labels)
         return loss, {"ce": loss.item()}
+
+
+class OnPolicy:
+    """GKD's on-policy batches: for a `fraction` of the batches, each sequence is cut to the start of its first
+    document and the student writes the rest (sampled, no gradient), which the objective then scores (the teacher,
+    live, judging the student's own text). The others pass through unchanged."""
+
+    def __init__(self, objective: Distill, fraction: float, new_tokens: int = 128, temperature: float = 1.0,
+                 seed: int = 0):
+        if objective.teacher is None:
+            raise ValueError("on-policy batches need the live teacher (a cache holds only the data's own text)")
+        if not 0 < fraction <= 1:
+            raise ValueError(f"the on-policy fraction must lie in (0, 1], not {fraction}")
+        self.objective, self.fraction, self.new_tokens, self.temperature = objective, fraction, new_tokens, temperature
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, forward: nn.Module, batch: Batch) -> tuple[Tensor, dict]:
+        if batch.split != "train" or torch.rand((), generator=self.generator).item() >= self.fraction:
+            return self.objective(forward, batch)
+        model = getattr(forward, "module", forward).model  # through DDP's wrapper
+        return self.objective(forward, self.sampled(model, batch))
+
+    @torch.no_grad()
+    def sampled(self, model: nn.Module, batch: Batch) -> Batch:
+        from tinythink.compress.losses import IGNORE
+
+        B, T = batch.tokens.shape
+        first = (batch.documents == batch.documents[:, :1]).sum(1)  # each row's first document's length
+        context = int(first.min().clamp(min=1, max=T - self.new_tokens))
+        was_training = model.training
+        model.eval()
+        model.setup_caches(B, T)
+        try:
+            ids = batch.tokens[:, :context]
+            logits = model(ids, input_pos=torch.arange(context), last_only=True)[:, -1]
+            out = [ids]
+            for t in range(context, T):
+                probs = torch.softmax(logits.float() / self.temperature, dim=-1)
+                token = torch.multinomial(probs, 1, generator=self.generator)
+                out.append(token)
+                if t + 1 < T:
+                    logits = model(token, input_pos=torch.tensor([t]))[:, -1]
+        finally:
+            model.clear_caches()
+            model.train(was_training)
+        tokens = torch.cat(out, dim=1)
+        labels = torch.full_like(tokens, IGNORE)
+        labels[:, context - 1:T - 1] = tokens[:, context:]  # the student's own tokens are what gets scored
+        return Batch(tokens, torch.zeros_like(tokens), labels, batch.index, batch.split)
