@@ -247,9 +247,16 @@ def cmd_serve(args):
                                  f"{', '.join(settings.thinking_budgets)}; got {item!r}")
         settings.thinking_budgets[effort] = int(value)
     _set_threads(args.threads)
+    refs = args.model or [DEFAULT_MODEL]
+    if args.name and len(args.name) != len(refs):
+        raise TinythinkError(f"--name is given {len(args.name)} times for {len(refs)} models: once per -m, in order")
     hosts = {}
-    for ref in args.model or [DEFAULT_MODEL]:
+    for i, ref in enumerate(refs):
         loaded = load_model(ref, dtype_named(args.dtype), quantize=args.quantize)
+        if args.name:
+            loaded.name = args.name[i]
+        if loaded.name in hosts:
+            raise TinythinkError(f"two models would be served as {loaded.name!r}: give each a --name")
         hosts[loaded.name] = ModelHost(loaded.name, LLM(loaded), max_batch=args.max_batch,
                                        max_queue=args.max_queue, context=args.context)
     print(f"tinythink serving {', '.join(hosts)}: API at http://{args.host}:{args.port}/v1, "
@@ -341,6 +348,7 @@ def cmd_eval(args):
 
 
 def cmd_make(args):
+    import os
     import shlex
 
     from tinythink.compress.make import Make, MakeSettings, Stopped, dry_run, parse_count, parse_duration
@@ -373,6 +381,8 @@ def cmd_make(args):
     except Stopped as e:
         print(f"tinythink: {e}", file=sys.stderr)
         raise SystemExit(3) from None
+    if os.environ.get("RANK", "0") != "0":  # under torchrun the first process reports
+        return
     print(Path(settings.out, "README.md").read_text())
     print(f"made {settings.out}: serve it with tinythink serve -m {settings.out}", file=sys.stderr)
 
@@ -415,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="the OpenAI-compatible HTTP server",
                        description="Serve models over the OpenAI Chat Completions and Completions API.")
     p.add_argument("-m", "--model", action="append", help=f"model to serve (repeatable; default {DEFAULT_MODEL})")
+    p.add_argument("--name", action="append", help="the id a model is served as (once per -m, in order; default: "
+                                                   "its known name, or its file or directory name without suffix)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", action="append", default=[],

@@ -94,3 +94,22 @@ def test_other_settings_in_the_same_directory_are_refused(tiny_teacher, tmp_path
     (out / "make.json").write_text(json.dumps({"teacher": str(teacher), "layers": 2}))
     assert main(make_args(teacher, data, out, "--tokens", "1k")) == 2
     assert "was made with other settings" in capsys.readouterr().err
+
+
+def test_make_under_torchrun_distills_on_two_processes(tiny_teacher, tmp_path):
+    import os
+
+    teacher, data = tiny_teacher
+    out = tmp_path / "ddp"
+    args = ["make", "--teacher", str(teacher), "--out", str(out), "--data", str(data), "--seq-len", "64",
+            "--calibration", "8", "--layers", "3", "--tokens", "4k", "--micro-batch", "2", "--accumulate", "1",
+            "--eval-suite", "sentiment", "--eval-limit", "1"]
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "tinythink.cli", *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("# ddp") == 1  # the card, printed by the first process only
+    distill = json.loads((out / "distill" / "record.json").read_text())
+    # 4,000 tokens in steps of 2 sequences x 64 tokens x 1 accumulation x 2 processes
+    assert distill["status"] == "done" and distill["step"] == 16 and distill["tokens"] == 16 * 2 * 2 * 64
+    assert load_model(str(out)).config.n_layers == 3

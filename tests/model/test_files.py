@@ -161,3 +161,9 @@ def test_unsupported_model_type(exported, tmp_path):
 def test_unknown_reference():
     with pytest.raises(TinythinkError, match="not a known model name"):
         load_model("no-such-model")
+
+
+def test_a_model_given_by_path_is_named_by_its_file(default_gguf, exported):
+    # a short id for the API (the file's general.name is free text with spaces: "SmolLM2 135M Instruct ...")
+    assert load_model(str(default_gguf)).name == default_gguf.stem == "SmolLM2-135M-Instruct.Q4_1"
+    assert load_model(str(exported)).name == "smollm2-hf"

@@ -17,7 +17,9 @@ def model_card(settings, records: dict, command: str) -> str:
              f"A model made by `tinythink make` from **{settings.teacher}**.", "",
              "## Recipe", "", "```", command, "```", "",
              "| setting | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in s.items() if v is not None and k not in ("out",)]
+    quantizing = ("method", "group_size") if settings.quantize else ()
+    lines += [f"| {k} | {v} |" for k, v in s.items() if v is not None and k != "out"
+              and (k not in ("method", "group_size") or k in quantizing)]
     data = records.get("data", {})
     if data:
         lines += ["", "## Data", "", f"{data['train_sequences']:,} training sequences of {data['seq_len']} tokens "

@@ -305,7 +305,8 @@ class Make:
                                                    for r in held_rows]}
 
     def sequences_per_step(self) -> int:
-        return self.s.micro_batch * self.s.accumulate
+        """The global batch: every process's micro-batches (under torchrun, WORLD_SIZE processes)."""
+        return self.s.micro_batch * self.s.accumulate * int(os.environ.get("WORLD_SIZE", 1))
 
     def train_settings(self, data):
         from tinythink.compress.trainer import TrainSettings
@@ -444,6 +445,7 @@ class Make:
             records[stage] = self.done(stage)
         if dist.main:
             (self.out / "README.md").write_text(card.model_card(self.s, records, self.command))
+        dist.barrier()
         return records
 
 

@@ -138,6 +138,6 @@ def _load(ref: str, dtype: torch.dtype, quantize: int | None, group_size: int) -
     else:
         sd = gguf.state_dict(config, dtype)
     model = build_model(config, sd, path)
-    name = ref if ref in KNOWN_MODELS else gguf.metadata.get("general.name") or path.stem
+    name = ref if ref in KNOWN_MODELS else path.stem  # a short id for the API, not general.name's free text
     return LoadedModel(model, Tokenizer.from_gguf_metadata(gguf.metadata, path), path, "gguf", name,
                        path.stat().st_size, gguf.tensor_types(), gguf.metadata.get("general.license"))
