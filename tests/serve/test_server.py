@@ -130,6 +130,17 @@ def test_bad_requests_get_openai_errors(client, server):
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
     r = httpx.post(url, content=b"{" + b" " * (70 << 10) + b"}", headers=headers)
     assert r.status_code == 413 and r.json()["error"]["type"] == "invalid_request_error"
+
+    def chunked():  # no Content-Length: the limit must hold while the body arrives
+        yield b'{"model": "smollm2-135m", "messages": [{"role": "user", "content": "'
+        for _ in range(3 << 6):
+            yield b"word " * 3276
+        yield b'"}]}'
+
+    r = httpx.post(url, content=chunked(), headers=headers)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    small = (b'{"model": "smollm2-135m", "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]}',)
+    assert httpx.post(url, content=iter(small), headers=headers).status_code == 200  # a small chunked body is fine
     assert httpx.get(server[0] + "/health").json()["status"] == "ok"  # and it keeps serving
 
 

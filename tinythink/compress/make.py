@@ -20,8 +20,6 @@ import torch
 
 from tinythink.errors import TinythinkError
 
-STAGES = ("data", "prune", "distill", "quantize", "evaluate", "export")
-
 
 @dataclass
 class MakeSettings:

@@ -211,6 +211,10 @@ def train(model: nn.Module, objective: Callable[[nn.Module, Batch], tuple[Tensor
 
         bar = tqdm(total=state["total_steps"], initial=step, desc="training", unit="step", file=sys.stderr,
                    dynamic_ncols=True)
+    if step == 0 and heldout is not None:  # where the curve starts: the student before training
+        row = {"step": 0, "tokens": 0, **evaluate(forward, objective, heldout, settings, amp)}
+        if dist.main:
+            log_file.write_text(json.dumps(row) + "\n")
     start, status, timed, elapsed_before = time.perf_counter(), "done", [], state["elapsed"]
 
     def save():
@@ -244,9 +248,11 @@ def train(model: nn.Module, objective: Callable[[nn.Module, Batch], tuple[Tensor
         seconds = time.perf_counter() - t0
         timed.append(seconds)
         loss_value = dist.mean(sum(losses) / len(losses))
-        if state["total_steps"] is None and len(timed) == 5:  # a time budget alone: fix the schedule's length now
-            budget = settings.max_time - (time.perf_counter() - start)
-            state["total_steps"] = step + max(1, int(budget / (sum(timed[1:]) / 4)))
+        if settings.steps is None and len(timed) >= 5 and (len(timed) == 5 or step % settings.save_every == 0):
+            # a time budget alone: the schedule's length from the time left and the last steps' pace, set after
+            # five steps and again at every checkpoint (a shared machine's pace changes), so it ends on time
+            left = settings.max_time - (time.perf_counter() - start)
+            state["total_steps"] = step + max(1, int(left / (sum(timed[-4:]) / 4)))
             if bar is not None:
                 bar.total = state["total_steps"]
         row = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm, "tokens": state["tokens"],

@@ -37,8 +37,11 @@ def resident_mb() -> float:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory over its whole life, in MB (ru_maxrss: any Unix)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory, in MB: Linux's VmHWM, its own memory's high-water mark; elsewhere
+    ru_maxrss (which a process started by a larger one inherits from it on Linux: a benchmark child of a
+    6 GB parent reports 6 GB)."""
+    peak = peak_rss_bytes()
+    return peak / 2**20 if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def reset_peak_rss():

@@ -105,13 +105,45 @@ class Guard:
             await error_response(401, "invalid or missing API key (send Authorization: Bearer KEY)",
                                  "authentication_error", code="invalid_api_key")(scope, receive, counted_send)
         elif length is not None and length.isdigit() and int(length) > self.settings.max_body_bytes:
-            await error_response(413, f"request body of {length} bytes is over the limit of "
-                                      f"{self.settings.max_body_bytes} bytes", code="request_too_large"
-                                 )(scope, receive, counted_send)
+            await self.too_large(f"request body of {length} bytes", scope, receive, counted_send)
+        elif scope["method"] in ("POST", "PUT", "PATCH"):
+            # read the body here, whatever its Content-Length says (or a chunked one, which has none), so the
+            # limit holds while it arrives; the app gets it back in one piece
+            body, size = [], 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                body.append(message.get("body", b""))
+                size += len(body[-1])
+                if size > self.settings.max_body_bytes:
+                    await self.too_large(f"request body of more than {size} bytes", scope, receive, counted_send)
+                    break
+                if not message.get("more_body"):
+                    await self.app(scope, replay(b"".join(body), receive), counted_send)
+                    break
         else:
             await self.app(scope, receive, counted_send)
         if path.startswith("/v1/"):
             self.metrics.requests.labels(path, str(status)).inc()
+
+    async def too_large(self, what: str, scope, receive, send):
+        await error_response(413, f"{what} is over the limit of {self.settings.max_body_bytes} bytes",
+                             code="request_too_large")(scope, receive, send)
+
+
+def replay(body: bytes, receive):
+    """An ASGI receive that hands out an already read body once, then the connection's own messages (a
+    disconnect, which cancels a request's work)."""
+    given = False
+
+    async def receive_again():
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return receive_again
 
 
 def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = None) -> FastAPI:
