@@ -25,7 +25,7 @@ from tinythink.compress.data import PackedData, pack
 from tinythink.compress.importance import lm_loss
 from tinythink.compress.make import input_widths
 from tinythink.model.load import load_model
-from tinythink.model.quantize import quantize_model
+from tinythink.model.quantize import quantize_model, run_rest_in
 from tinythink.text.chat_template import ChatTemplate
 
 
@@ -80,7 +80,8 @@ def main():
             else:
                 gptq.quantize_model(model, calibration, 4, g, progress=False)
             seconds = time.perf_counter() - start
-            rows.append((f"int4 {method} g{g}", lm_loss(model.float(), held), seconds))
+            run_rest_in(model, torch.float32)  # activations in float32 around the int4 layers, on our kernels
+            rows.append((f"int4 {method} g{g}", lm_loss(model, held), seconds))
             print(f"{rows[-1][0]}: {math.exp(rows[-1][1]):.3f}", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         path = export_gguf.write(base.model, tok, Path(tmp) / "q4_1.gguf", "q4_1", progress=False)

@@ -232,14 +232,19 @@ def cmd_serve(args):
 
     from tinythink.llm import LLM
     from tinythink.model.load import dtype_named, load_model
+    from tinythink.paths import data_dir
     from tinythink.serve.app import ServerSettings, create_app
     from tinythink.serve.host import ModelHost
 
     keys = list(args.api_key) + [k for k in os.environ.get("TINYTHINK_API_KEYS", "").split(",") if k]
     if args.self_consistency < 1:
         raise TinythinkError("--self-consistency must be at least 1 (1: off)")
+    if args.max_file_mb <= 0 or (args.batch_concurrency is not None and args.batch_concurrency < 1):
+        raise TinythinkError("--max-file-mb must be positive and --batch-concurrency at least 1")
     settings = ServerSettings(host=args.host, port=args.port, api_keys=keys, cors_origins=args.cors_origin,
-                              self_consistency=args.self_consistency)
+                              self_consistency=args.self_consistency,
+                              data_dir=Path(args.data_dir) if args.data_dir else data_dir(),
+                              max_file_bytes=int(args.max_file_mb * (1 << 20)), batch_concurrency=args.batch_concurrency)
     for item in args.thinking_budget:  # settings first: a typo is reported before minutes of loading
         effort, _, value = item.partition("=")
         if effort not in settings.thinking_budgets or not value.isdigit():
@@ -445,6 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--self-consistency", type=int, default=5, metavar="N",
                    help="at reasoning_effort high, sample N thoughts per choice and return the majority answer's "
                         "reply (default 5; 1 turns it off)")
+    p.add_argument("--data-dir", metavar="DIR", default=None,
+                   help="where /v1/files and /v1/batches keep files and jobs (default $TINYTHINK_DATA, else "
+                        "~/.local/share/tinythink)")
+    p.add_argument("--max-file-mb", type=float, default=200, help="an uploaded file's size limit (default 200)")
+    p.add_argument("--batch-concurrency", type=int, default=None, metavar="N",
+                   help="batch lines in flight (default --max-batch); they always yield to interactive requests")
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
     p.set_defaults(func=cmd_serve)
 
@@ -556,6 +567,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_teach)
 
+    p = sub.add_parser("batch", help="answer a batch input file (OpenAI's JSONL) here, without a server")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    b = actions.add_parser("run", help="every line of IN through its endpoint, answers to OUT (resumes)",
+                           description="Each line of IN ({custom_id, method, url, body}, as for /v1/batches) is "
+                                       "answered by the endpoint its url names, run in this process; OUT gets one "
+                                       "line per request in OpenAI's batch output shape. A rerun skips the "
+                                       "custom_ids already in OUT.")
+    b.add_argument("input", metavar="IN.jsonl")
+    b.add_argument("output", metavar="OUT.jsonl")
+    b.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"model reference (default {DEFAULT_MODEL})")
+    b.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
+    b.add_argument("--context", type=int, default=2048, help="tokens per sequence (default 2048)")
+    b.set_defaults(func=cmd_batch_run)
+
+    from tinythink.tasks.cli import add_parsers as add_task_parsers
+
+    add_task_parsers(sub, DEFAULT_MODEL)
+
     p = sub.add_parser("bench", help="measure prefill, decode, time to first token and batched throughput",
                        description="Speed and memory of each variant of a model, and of llama.cpp and "
                                    "transformers on the same model, each in its own process, side by side in "
@@ -605,6 +634,31 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "lm-evaluation-harness task files and print the command")
     p.set_defaults(func=cmd_eval)
     return parser
+
+
+def cmd_batch_run(args):
+    import asyncio
+
+    from tinythink.batch import offline
+    from tinythink.llm import LLM
+    from tinythink.model.load import load_model
+    from tinythink.serve.app import create_app
+    from tinythink.serve.host import ModelHost
+
+    source = Path(args.input)
+    if not source.is_file():
+        raise TinythinkError(f"{source}: no such file")
+    if args.concurrency < 1:
+        raise TinythinkError("--concurrency must be at least 1")
+    loaded = load_model(args.model)
+    host = ModelHost(loaded.name, LLM(loaded), max_batch=min(16, args.concurrency * 2), max_queue=1 << 16,
+                     context=args.context)
+    try:
+        counts = asyncio.run(offline.run(create_app({loaded.name: host}), source, Path(args.output),
+                                         args.concurrency))
+    finally:
+        host.close()
+    print(json.dumps(counts))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ import torch
 from tinythink.compress.data import Document, PackedData, pack
 from tinythink.compress.losses import IGNORE
 
-from conftest import tiny_model
+from tiny_models import tiny_model
 
 
 def test_pack_keeps_documents_whole_and_labels_inside_them():

@@ -83,7 +83,6 @@ def test_int4_in_groups_of_32_goes_to_q4_1_as_it_is(default_gguf, tmp_path):
 
 
 def test_a_pruned_model_exports_as_deci_and_llama_cpp_runs_it(ours, tmp_path):
-    from conftest import patterned_documents  # noqa: F401  (the tiny data is not needed: real text below)
     from tinythink.compress.data import Document, PackedData, pack
 
     text = ("The quick brown fox jumps over the lazy dog. " * 8 + "Paris is the capital of France. ") * 4

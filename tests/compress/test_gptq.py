@@ -6,7 +6,7 @@ import torch
 from tinythink.compress.gptq import Hessian, gptq, quantize_model, quantized_layer
 from tinythink.model.quantize import Int4Linear, Int8Linear
 
-from conftest import tiny_model
+from tiny_models import tiny_model
 
 
 def correlated_inputs(n: int, k: int) -> torch.Tensor:

@@ -12,7 +12,7 @@ from tinythink.compress.trainer import TrainSettings, train
 from tinythink.errors import ModelFileError
 from tinythink.model.hf_checkpoint import save_hf_dir
 
-from conftest import tiny_model
+from tiny_models import tiny_model
 
 
 def test_a_short_lora_run_lowers_held_out_loss_and_trains_only_the_adapter(tiny_data, tmp_path):

@@ -12,7 +12,7 @@ from tinythink.cli import main
 from tinythink.model.hf_checkpoint import save_hf_dir
 from tinythink.model.load import load_model
 
-from conftest import tiny_model
+from tiny_models import tiny_model
 
 TEXT = "\n\n".join(
     f"Ticket {i}: my order number {1000 + i} arrived {'late' if i % 2 else 'broken'} and I would like a "

@@ -10,7 +10,7 @@ from tinythink.compress.prune import Target
 from tinythink.errors import TinythinkError
 from tinythink.model.config import LayerShape
 
-from conftest import tiny_model
+from tiny_models import tiny_model
 
 
 @pytest.fixture(params=["llama-tied", "qwen2-bias-untied"])

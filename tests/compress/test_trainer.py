@@ -84,7 +84,7 @@ def test_on_policy_batches_score_the_students_own_text(tiny_data):
     from tinythink.compress.objectives import Distill, OnPolicy
     from tinythink.compress.trainer import StudentForward
 
-    from conftest import tiny_model
+    from tiny_models import tiny_model
     from train_tiny import sharp_teacher
 
     data, _ = tiny_data

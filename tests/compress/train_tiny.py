@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import patterned_documents, tiny_model  # noqa: E402
+from tiny_models import patterned_documents, tiny_model  # noqa: E402
 
 from tinythink.compress.checkpoint import weights  # noqa: E402
 from tinythink.compress.data import PackedData, pack  # noqa: E402

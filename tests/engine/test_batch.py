@@ -207,3 +207,20 @@ def test_kv_pool_sized_by_its_context(ours):
             BatchEngine(ours.model, max_batch=3, kv_budget_bytes=None)
     finally:
         ours.model.clear_caches()
+
+
+def test_background_work_waits_behind_interactive_requests_and_leaves_them_a_slot(ours, engine):
+    tok = ours.tokenizer
+    long = SamplingParams(max_tokens=40, temperature=0.0)
+    background = [engine.submit(chat(tok, q), long, tok.stop_ids, background=True) for q in QUESTIONS]
+    engine.step()
+    assert engine.active == engine.max_batch - engine.reserved == 3  # one of the 4 slots stays free
+    late = engine.submit(chat(tok, "Hi!"), GREEDY, tok.stop_ids)  # an interactive request arrives later
+    engine.step()
+    assert late in engine.prefilling or late in engine.decoding.values() or late.done  # admitted at once
+    assert sum(r.slot is not None for r in background) == 3
+    while not all(r.done for r in background + [late]):
+        engine.step()
+        assert sum(1 for r in engine.decoding.values() if r.background) <= 3
+    assert late.output == alone(ours, chat(tok, "Hi!"), GREEDY)
+    assert background[0].output == alone(ours, chat(tok, QUESTIONS[0]), long)

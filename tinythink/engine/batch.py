@@ -81,6 +81,7 @@ class Request:
     listener: Callable[[], None] | None = None  # called (from the engine's thread) after each new event
     thinking: Thinking | None = None
     prompt_logprobs: list = field(default_factory=list)  # with params.prompt_logprobs: entries for prompt[1:]
+    background: bool = False  # batch work: admitted only when no interactive request waits, never to every slot
 
     @property
     def done(self) -> bool:
@@ -120,7 +121,9 @@ class BatchEngine:
             model.setup_caches(max_batch, self.context)
         self.prefix_cache = PrefixCache(model, prefix_block, prefix_cache_bytes) if prefix_cache_bytes else None
         self.free = list(range(max_batch))  # a heap: the lowest slots first keeps the batch compact
-        self.waiting: deque[Request] = deque()
+        self.waiting: deque[Request] = deque()  # interactive requests
+        self.background: deque[Request] = deque()  # batch work, behind them
+        self.reserved = max(1, max_batch // 4)  # slots background requests leave free for interactive ones
         self.prefilling: deque[Request] = deque()
         self.decoding: dict[int, Request] = {}  # slot -> request
         self.lock = threading.RLock()
@@ -132,16 +135,16 @@ class BatchEngine:
     # ---- the public side, safe from any thread
 
     def submit(self, prompt: list[int], params: SamplingParams, stop_ids=frozenset(),
-               listener: Callable[[], None] | None = None, constraint=None, thinking: Thinking | None = None
-               ) -> Request:
+               listener: Callable[[], None] | None = None, constraint=None, thinking: Thinking | None = None,
+               background: bool = False) -> Request:
         check_prompt(prompt, self.context)
         req = Request(next(self.ids), list(prompt), params, frozenset(stop_ids),
                       Sampler(params, prompt, self.model.config.vocab_size, constraint), listener=listener,
-                      thinking=thinking)
+                      thinking=thinking, background=background)
         if self.prefix_cache is not None:
             req.block_keys = self.prefix_cache.keys(req.prompt)
         with self.lock:
-            self.waiting.append(req)
+            (self.background if background else self.waiting).append(req)
         self.wakeup.set()
         return req
 
@@ -149,8 +152,9 @@ class BatchEngine:
         """Stop a request; its slot is free for the next step."""
         with self.lock:
             if not req.done:
-                if req in self.waiting:
-                    self.waiting.remove(req)
+                queue_ = self.background if req.background else self.waiting
+                if req in queue_:
+                    queue_.remove(req)
                 self._finish(req, "cancelled")
 
     def tokens(self, req: Request) -> Iterator[int]:
@@ -239,9 +243,15 @@ class BatchEngine:
             return True
 
     def _admit(self):
-        held, in_flight = [], None
-        while self.waiting and self.free:
-            req = self.waiting.popleft()
+        """Interactive requests take free slots first; background ones only what is left beyond the reserve."""
+        in_flight = self._admit_from(self.waiting, 0, None)
+        if not self.waiting:
+            self._admit_from(self.background, self.reserved, in_flight)
+
+    def _admit_from(self, waiting: deque[Request], keep_free: int, in_flight):
+        held = []
+        while waiting and len(self.free) > keep_free:
+            req = waiting.popleft()
             if self.prefix_cache is not None:
                 in_flight = self._blocks_in_flight() if in_flight is None else in_flight
                 # at least one token stays uncached, so the request still computes its next-token logits
@@ -263,7 +273,8 @@ class BatchEngine:
                 for key in req.block_keys[cached // self.prefix_block:]:
                     in_flight.setdefault(key, set()).add(scoring)
             self.prefilling.append(req)
-        self.waiting.extendleft(reversed(held))
+        waiting.extendleft(reversed(held))
+        return in_flight
 
     def _blocks_in_flight(self) -> dict[bytes, set[int | None]]:
         """Prefix-cache blocks that prompts being prefilled will store, each with the kinds they will store it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import time
@@ -14,16 +15,22 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tinythink import __version__
+from tinythink.batch.store import Store
+from tinythink.batch.worker import BatchWorker
 from tinythink.engine.constraint import GrammarError
 from tinythink.engine.sampling import SamplingParams
 from tinythink.errors import TinythinkError
+from tinythink.serve.errors import APIError, error_response, served
 from tinythink.serve.host import ModelHost
 from tinythink.serve.metrics import Metrics
 from tinythink.serve import consistency, tools
+from tinythink.serve.batches import batch_routes
+from tinythink.serve.files import file_routes
+from tinythink.serve.tasks import task_routes
 from tinythink.serve.protocol import ChatCompletionRequest, CompletionRequest, NamedToolChoice, SamplingFields
 from tinythink.text.reasoning import ReasoningSplitter, chat_text
 from tinythink.text.stream import TextChunk
@@ -45,6 +52,9 @@ class ServerSettings:
     thinking_budgets: dict[str, int] = field(default_factory=lambda: {"minimal": 0, "low": 256, "medium": 1024,
                                                                        "high": 4096})
     self_consistency: int = 5  # thoughts sampled per choice at reasoning_effort high, the majority answer kept
+    data_dir: Path | None = None  # where /v1/files and /v1/batches keep their files and jobs; None: those are off
+    max_file_bytes: int = 200 << 20  # an uploaded file's limit (the body limit is for requests)
+    batch_concurrency: int | None = None  # batch lines in flight (default: the engine's batch)
 
 
 @dataclass
@@ -65,18 +75,6 @@ class Choice:
         self.tokens += len(chunk.token_ids)
         self.reasoning_tokens += chunk.reasoning_tokens
         self.logprobs += chunk.logprobs or []
-
-
-class APIError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None):
-        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
-
-
-def error_response(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
-                   code: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": code}},
-                        status_code=status)
 
 
 class Guard:
@@ -100,12 +98,16 @@ class Guard:
 
         given = headers.get("authorization", "").removeprefix("Bearer ").strip()
         length = headers.get("content-length")
+        upload = path == "/v1/files" and scope["method"] == "POST"
+        limit = self.settings.max_file_bytes if upload else self.settings.max_body_bytes
         if self.settings.api_keys and path.startswith("/v1/") and not any(
                 hmac.compare_digest(given.encode(), key.encode()) for key in self.settings.api_keys):
             await error_response(401, "invalid or missing API key (send Authorization: Bearer KEY)",
                                  "authentication_error", code="invalid_api_key")(scope, receive, counted_send)
-        elif length is not None and length.isdigit() and int(length) > self.settings.max_body_bytes:
-            await self.too_large(f"request body of {length} bytes", scope, receive, counted_send)
+        elif length is not None and length.isdigit() and int(length) > limit:
+            await self.too_large(f"request body of {length} bytes", limit, scope, receive, counted_send)
+        elif upload:  # streamed through (the form parser spools it to disk), counted on the way
+            await self.counted_upload(scope, receive, counted_send)
         elif scope["method"] in ("POST", "PUT", "PATCH"):
             # read the body here, whatever its Content-Length says (or a chunked one, which has none), so the
             # limit holds while it arrives; the app gets it back in one piece
@@ -116,8 +118,9 @@ class Guard:
                     return
                 body.append(message.get("body", b""))
                 size += len(body[-1])
-                if size > self.settings.max_body_bytes:
-                    await self.too_large(f"request body of more than {size} bytes", scope, receive, counted_send)
+                if size > limit:
+                    await self.too_large(f"request body of more than {size} bytes", limit, scope, receive,
+                                         counted_send)
                     break
                 if not message.get("more_body"):
                     await self.app(scope, replay(b"".join(body), receive), counted_send)
@@ -127,9 +130,40 @@ class Guard:
         if path.startswith("/v1/"):
             self.metrics.requests.labels(path, str(status)).inc()
 
-    async def too_large(self, what: str, scope, receive, send):
-        await error_response(413, f"{what} is over the limit of {self.settings.max_body_bytes} bytes",
+    async def too_large(self, what: str, limit: int, scope, receive, send):
+        await error_response(413, f"{what} is over the limit of {limit} bytes",
                              code="request_too_large")(scope, receive, send)
+
+    async def counted_upload(self, scope, receive, send):
+        """The app reads the upload as it arrives; past the file limit it is told the client left, its answer is
+        dropped, and the client gets a 413 instead."""
+        size, over, started = 0, False, False
+
+        async def counted_receive():
+            nonlocal size, over
+            if over:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            size += len(message.get("body", b""))
+            if size > self.settings.max_file_bytes:
+                over = True
+                return {"type": "http.disconnect"}
+            return message
+
+        async def held_send(message):
+            nonlocal started
+            if not over:
+                started = started or message["type"] == "http.response.start"
+                await send(message)
+
+        try:
+            await self.app(scope, counted_receive, held_send)
+        except Exception:
+            if not over:
+                raise
+        if over and not started:
+            await self.too_large(f"an upload of more than {size} bytes", self.settings.max_file_bytes, scope,
+                                 receive, send)
 
 
 def replay(body: bytes, receive):
@@ -148,9 +182,25 @@ def replay(body: bytes, receive):
 
 def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
-    app = FastAPI(title="tinythink", version=__version__,
+    store = Store(settings.data_dir) if settings.data_dir is not None else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        worker = app.state.batch_worker
+        if worker:
+            worker.start()
+        yield
+        if worker:
+            await worker.stop()
+            store.close()
+
+    app = FastAPI(title="tinythink", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible API for small reasoning models on a CPU.")
-    app.state.hosts = hosts
+    app.state.hosts, app.state.store, app.state.batch_worker = hosts, store, None
+    if store is not None:
+        concurrency = settings.batch_concurrency or min(h.engine.max_batch for h in hosts.values())
+        app.state.batch_worker = BatchWorker(store, app, settings.api_keys[0] if settings.api_keys else None,
+                                             concurrency)
     metrics = app.state.metrics = Metrics(hosts)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
@@ -180,10 +230,7 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
     app.add_middleware(Guard, settings=settings, metrics=metrics)
 
     def host_for(model: str) -> ModelHost:
-        if model not in hosts:
-            raise APIError(404, f"the model {model!r} does not exist (served: {', '.join(hosts)})", param="model",
-                           code="model_not_found")
-        return hosts[model]
+        return served(hosts, model)
 
     def model_card(name: str) -> dict:
         return {"id": name, "object": "model", "created": 0, "owned_by": "tinythink"}
@@ -579,5 +626,9 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
             app.openapi_schema = schema
         return app.openapi_schema
 
+    app.include_router(task_routes())
+    if store is not None:
+        app.include_router(file_routes())
+        app.include_router(batch_routes())
     app.openapi = openapi
     return app

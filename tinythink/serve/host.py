@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import AsyncIterator
 
 from tinythink.engine.batch import BatchEngine, Thinking, answer_reserve
@@ -11,6 +12,11 @@ from tinythink.engine.sampling import SamplingParams
 from tinythink.llm import LLM
 from tinythink.text.reasoning import THINK_CLOSE
 from tinythink.text.stream import TextChunk, TextStream
+
+
+# True in the batch worker's lines (a context variable, so it reaches the engine through the endpoint's own code):
+# their requests wait behind interactive ones and never take the engine's last free slots
+BACKGROUND = contextvars.ContextVar("tinythink_background", default=False)
 
 
 class ModelHost:
@@ -41,7 +47,7 @@ class ModelHost:
         constraint = self.grammars.constraint(grammar) if grammar else None
         req = self.engine.submit(prompt, params, self.llm.tokenizer.stop_ids,
                                  listener=lambda: loop.call_soon_threadsafe(wake.set), constraint=constraint,
-                                 thinking=thinking)
+                                 thinking=thinking, background=BACKGROUND.get())
         text = TextStream(self.llm.tokenizer, stop)
         consumed, pending_logprobs, scored = 0, [], False  # the sampler's entries for tokens not yet in a chunk
         try:

@@ -1,0 +1,37 @@
+"""POST /v1/tasks/{name}: the ready-made tasks (tinythink/tasks/), one typed route each, so that the OpenAPI
+document gives every task's request and response."""
+
+# no `from __future__ import annotations`: FastAPI reads each route's types from its signature at runtime
+
+from fastapi import APIRouter, Request
+
+from tinythink.engine.constraint import GrammarError
+from tinythink.errors import TinythinkError
+from tinythink.serve.errors import APIError, served
+from tinythink.tasks import TASKS, Task, TaskModel
+
+ERRORS = {400: {"description": "the request is not valid for the task (the message says why)"},
+          404: {"description": "no such model is served"}, 413: {"description": "the body is too large"},
+          429: {"description": "the server's queue is full"}}
+
+
+def route(task: Task):
+    async def run(body: task.Request, request: Request) -> task.Response:
+        model = TaskModel(served(request.app.state.hosts, body.model))
+        try:
+            return await task.run(model, body)
+        except GrammarError as e:
+            raise APIError(400, f"the schema cannot be decoded: {e}", param="schema") from None
+        except TinythinkError as e:
+            raise APIError(400, str(e)) from None
+
+    run.__name__ = f"task_{task.name.replace('-', '_')}"
+    return run
+
+
+def task_routes() -> APIRouter:
+    router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+    for task in TASKS.values():
+        router.add_api_route(f"/{task.name}", route(task), methods=["POST"], response_model=task.Response,
+                             summary=task.summary, responses=ERRORS)
+    return router

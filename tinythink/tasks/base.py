@@ -1,0 +1,36 @@
+"""A task: typed request and response (the same types for Python, the CLI and HTTP) and the coroutine that runs it
+on a model."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tinythink.tasks.model import TaskModel
+
+
+class TaskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt option is an error, not silently ignored
+    model: str | None = Field(None, description="the served model to use (default: the server's first)")
+
+
+class TaskResponse(BaseModel):
+    model: str = Field(description="the model that answered")
+
+
+class Example(BaseModel):
+    """A worked example shown to the model before the text (few-shot)."""
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1)
+    label: str = Field(min_length=1, description="the right label for the text")
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    summary: str
+    Request: type[TaskRequest]
+    Response: type[TaskResponse]
+    run: Callable[[TaskModel, TaskRequest], Awaitable[TaskResponse]]

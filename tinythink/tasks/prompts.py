@@ -1,0 +1,23 @@
+"""Pieces the tasks' prompts share."""
+
+from __future__ import annotations
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def label_list(labels: list[str], descriptions: dict[str, str]) -> str:
+    return "\n".join(f"- {label}" + (f": {descriptions[label]}" if descriptions.get(label) else "") for label in labels)
+
+
+def check_labels(labels: list[str], descriptions: dict[str, str], what: str = "labels") -> None:
+    """Raises ValueError (a validation error in the request types) for duplicate, blank or undescribed labels."""
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"{what} must be distinct")
+    if any(not label.strip() for label in labels):
+        raise ValueError(f"{what} must not be blank")
+    unknown = set(descriptions) - set(labels)
+    if unknown:
+        raise ValueError(f"descriptions name {', '.join(sorted(unknown))}, which {'is' if len(unknown) == 1 else 'are'} "
+                         f"not among the {what}")
