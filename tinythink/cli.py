@@ -239,12 +239,15 @@ def cmd_serve(args):
     keys = list(args.api_key) + [k for k in os.environ.get("TINYTHINK_API_KEYS", "").split(",") if k]
     if args.self_consistency < 1:
         raise TinythinkError("--self-consistency must be at least 1 (1: off)")
+    if args.docs and not Path(args.docs).is_dir():
+        raise TinythinkError(f"--docs {args.docs}: not a directory")
     if args.max_file_mb <= 0 or (args.batch_concurrency is not None and args.batch_concurrency < 1):
         raise TinythinkError("--max-file-mb must be positive and --batch-concurrency at least 1")
     settings = ServerSettings(host=args.host, port=args.port, api_keys=keys, cors_origins=args.cors_origin,
                               self_consistency=args.self_consistency,
                               data_dir=Path(args.data_dir) if args.data_dir else data_dir(),
-                              max_file_bytes=int(args.max_file_mb * (1 << 20)), batch_concurrency=args.batch_concurrency)
+                              max_file_bytes=int(args.max_file_mb * (1 << 20)), batch_concurrency=args.batch_concurrency,
+                              docs_dir=Path(args.docs) if args.docs else None)
     for item in args.thinking_budget:  # settings first: a typo is reported before minutes of loading
         effort, _, value = item.partition("=")
         if effort not in settings.thinking_budgets or not value.isdigit():
@@ -453,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", metavar="DIR", default=None,
                    help="where /v1/files and /v1/batches keep files and jobs (default $TINYTHINK_DATA, else "
                         "~/.local/share/tinythink)")
+    p.add_argument("--docs", metavar="DIR", default=None,
+                   help="documents (txt, md, html, pdf) that POST /v1/tasks/answer answers from, citing them; the "
+                        "index follows the files as they change")
     p.add_argument("--max-file-mb", type=float, default=200, help="an uploaded file's size limit (default 200)")
     p.add_argument("--batch-concurrency", type=int, default=None, metavar="N",
                    help="batch lines in flight (default --max-batch); they always yield to interactive requests")

@@ -132,3 +132,30 @@ def test_bad_requests_say_what_is_wrong():
     for name, body, message in cases:
         with pytest.raises(ValidationError, match=message):
             TASKS[name].Request.model_validate(body)
+
+
+FAQ_PASSAGES = ["Refunds are paid back to the card you used within 5 business days of our approval.",
+                "Orders ship from our warehouse in Leeds. Express delivery arrives the next working day.",
+                "To reset your password, click Forgot password on the login page."]
+
+
+def test_answers_cite_the_passage_about_the_question_or_say_they_do_not_know(tasks):
+    r = tasks.answer(question="How many days do refunds take?", passages=FAQ_PASSAGES)
+    assert r.citations[0].source == "passage 1" and r.citations[0].coverage == 1.0
+    assert r.answered == (r.answer != "I don't know.")
+    unknown = tasks.answer(question="Do you sell gift vouchers?", passages=FAQ_PASSAGES)
+    assert (unknown.answered, unknown.answer, unknown.citations) == (False, "I don't know.", [])
+
+
+def test_answers_from_a_directory_of_documents(tasks, tmp_path):
+    from tinythink.retrieval.index import DocumentIndex
+    from tinythink.tasks import TaskModel, Tasks
+
+    (tmp_path / "shipping.md").write_text("# Shipping\n\n" + FAQ_PASSAGES[1])
+    (tmp_path / "account.html").write_text(f"<p>{FAQ_PASSAGES[2]}</p>")
+    with_docs = Tasks(TaskModel(tasks.model.host, DocumentIndex(tmp_path)))
+    r = with_docs.answer(question="Where is your warehouse?")
+    assert r.citations and r.citations[0].source == "shipping.md"
+    assert with_docs.answer(question="What is the capital of Peru?").answered is False
+    with pytest.raises(Exception, match="--docs"):
+        tasks.answer(question="Where is your warehouse?")  # no passages and no documents

@@ -55,6 +55,7 @@ class ServerSettings:
     data_dir: Path | None = None  # where /v1/files and /v1/batches keep their files and jobs; None: those are off
     max_file_bytes: int = 200 << 20  # an uploaded file's limit (the body limit is for requests)
     batch_concurrency: int | None = None  # batch lines in flight (default: the engine's batch)
+    docs_dir: Path | None = None  # documents the answer task answers from (indexed, followed as they change)
 
 
 @dataclass
@@ -197,6 +198,12 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
     app = FastAPI(title="tinythink", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible API for small reasoning models on a CPU.")
     app.state.hosts, app.state.store, app.state.batch_worker = hosts, store, None
+    app.state.documents = None
+    if settings.docs_dir is not None:
+        from tinythink.retrieval.index import DocumentIndex
+
+        saved = settings.data_dir / "docs-index.json" if settings.data_dir is not None else None
+        app.state.documents = DocumentIndex(settings.docs_dir, saved)
     if store is not None:
         concurrency = settings.batch_concurrency or min(h.engine.max_batch for h in hosts.values())
         app.state.batch_worker = BatchWorker(store, app, settings.api_keys[0] if settings.api_keys else None,

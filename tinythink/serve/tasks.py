@@ -17,7 +17,7 @@ ERRORS = {400: {"description": "the request is not valid for the task (the messa
 
 def route(task: Task):
     async def run(body: task.Request, request: Request) -> task.Response:
-        model = TaskModel(served(request.app.state.hosts, body.model))
+        model = TaskModel(served(request.app.state.hosts, body.model), request.app.state.documents)
         try:
             return await task.run(model, body)
         except GrammarError as e:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 
-from tinythink.tasks import classify, email_reply, extract, keywords, report, sentiment, summarize, triage
+from tinythink.tasks import answer, classify, email_reply, extract, keywords, report, sentiment, summarize, triage
 from tinythink.tasks.base import Task, TaskRequest, TaskResponse
 from tinythink.tasks.model import TaskModel
 
 TASKS: dict[str, Task] = {m.TASK.name: m.TASK for m in (classify, sentiment, keywords, extract, summarize,
-                                                        email_reply, triage, report)}
+                                                        email_reply, triage, report, answer)}
 
 
 class Tasks:
@@ -25,13 +25,16 @@ class Tasks:
         self.model = model
 
     @classmethod
-    def load(cls, ref: str, **host_options) -> Tasks:
+    def load(cls, ref: str, docs: str | None = None, **host_options) -> Tasks:
+        """The tasks on a model; `docs`: a directory of documents that `answer` answers from."""
         from tinythink.llm import LLM
         from tinythink.model.load import load_model
+        from tinythink.retrieval.index import DocumentIndex
         from tinythink.serve.host import ModelHost
 
+        documents = DocumentIndex(docs) if docs else None  # a bad directory is said before minutes of loading
         loaded = load_model(ref)
-        return cls(TaskModel(ModelHost(loaded.name, LLM(loaded), **host_options)))
+        return cls(TaskModel(ModelHost(loaded.name, LLM(loaded), **host_options), documents))
 
     def close(self):
         self.model.host.close()

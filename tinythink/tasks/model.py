@@ -14,9 +14,10 @@ from tinythink.serve.host import ModelHost
 
 
 class TaskModel:
-    def __init__(self, host: ModelHost):
+    def __init__(self, host: ModelHost, documents=None):
         self.host = host
         self.tokenizer = host.llm.tokenizer
+        self.documents = documents  # a retrieval.index.DocumentIndex for answers from the server's documents
 
     @property
     def name(self) -> str:
