@@ -373,7 +373,7 @@ def cmd_make(args):
         teacher=args.teacher, out=args.out, student=args.student, layers=args.layers, hidden=args.hidden,
         heads=args.heads, kv_heads=args.kv_heads, mlp=args.mlp, layer_shapes=shapes,
         params=parse_count(args.params) if args.params else None, ratio=args.ratio, layer_metric=args.layer_metric,
-        data=args.data, seq_len=args.seq_len, calibration=args.calibration,
+        data=args.data, seq_len=args.seq_len, calibration=args.calibration, search_sequences=args.search_sequences,
         tokens=parse_count(args.tokens) if args.tokens else None,
         max_time=parse_duration(args.max_time) if args.max_time else None, lr=args.lr, micro_batch=args.micro_batch,
         accumulate=args.accumulate, loss=args.loss, temperature=args.temperature, cache_top_k=args.cache_top_k,
@@ -529,6 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data", default="builtin", help="builtin (packaged text, see docs/MAKE.md) or a .txt/.jsonl file")
     g.add_argument("--seq-len", type=int, default=512)
     g.add_argument("--calibration", type=int, default=256, help="calibration sequences (importance, GPTQ)")
+    g.add_argument("--search-sequences", type=int, default=16, metavar="N",
+                   help="held-out sequences each candidate shape is scored on, with --params/--ratio (default 16)")
     g.add_argument("--tokens", help="distillation tokens (e.g. 2M)")
     g.add_argument("--max-time", help="stop distilling cleanly after this long (e.g. 2h); rerun to resume")
     g.add_argument("--lr", type=float, default=2e-4)

@@ -47,6 +47,7 @@ def test_the_openapi_document_types_each_tasks_request_and_response(http):
         request = post["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
         response = post["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
         assert request == task.Request.__name__ and response == task.Response.__name__
+        assert post["operationId"] == "task_" + name.replace("-", "_")  # clean names for generated clients
         assert {"400", "404", "413", "429"} <= set(post["responses"])
         fields = doc["components"]["schemas"][request]["properties"]
         assert all(f.get("description") for f in fields.values()), request  # every option documented

@@ -38,6 +38,7 @@ class MakeSettings:
     data: str = "builtin"  # "builtin" (compress/corpus.py), or a .txt/.jsonl file
     seq_len: int = 512
     calibration: int = 256  # sequences for importance and GPTQ
+    search_sequences: int = 16  # held-out sequences each candidate shape of a budget is scored on
     tokens: int | None = None  # distillation tokens
     max_time: float | None = None  # seconds of distillation (this run)
     lr: float = 2e-4
@@ -73,8 +74,8 @@ class MakeSettings:
         unknown = set(self.export) - {"hf", "gguf"}
         if unknown:
             raise TinythinkError(f"--export takes hf and/or gguf, not {', '.join(sorted(unknown))}")
-        if self.seq_len < 16 or self.calibration < 1:
-            raise TinythinkError("--seq-len must be at least 16 and --calibration at least 1")
+        if self.seq_len < 16 or self.calibration < 1 or self.search_sequences < 1:
+            raise TinythinkError("--seq-len must be at least 16, --calibration and --search-sequences at least 1")
 
 
 def parse_count(text: str) -> int:
@@ -220,7 +221,7 @@ class Make:
 
         teacher = self.teacher().model
         train, held = self.datasets()
-        scoring = held.subset(list(range(min(16, len(held)))))
+        scoring = held.subset(list(range(min(self.s.search_sequences, len(held)))))
         scores_file = self.out / "prune" / "importance.safetensors"
         scores_file.parent.mkdir(parents=True, exist_ok=True)
         if scores_file.is_file():
@@ -259,7 +260,7 @@ class Make:
         from tinythink.compress.losses import divergence_named
         from tinythink.compress.objectives import Distill, OnPolicy
         from tinythink.compress.teacher_cache import TeacherCache
-        from tinythink.compress.trainer import TrainSettings, autocast_dtype, device, train
+        from tinythink.compress.trainer import autocast_dtype, device, train
         from tinythink.model.load import load_model
 
         student = load_model(str(self.student_start())).model.float()

@@ -121,6 +121,7 @@ class BatchEngine:
             model.setup_caches(max_batch, self.context)
         self.prefix_cache = PrefixCache(model, prefix_block, prefix_cache_bytes) if prefix_cache_bytes else None
         self.free = list(range(max_batch))  # a heap: the lowest slots first keeps the batch compact
+        self.incoming: deque[Request] = deque()  # submitted since the last step (appended without the lock)
         self.waiting: deque[Request] = deque()  # interactive requests
         self.background: deque[Request] = deque()  # batch work, behind them
         self.reserved = max(1, max_batch // 4)  # slots background requests leave free for interactive ones
@@ -143,8 +144,7 @@ class BatchEngine:
                       thinking=thinking, background=background)
         if self.prefix_cache is not None:
             req.block_keys = self.prefix_cache.keys(req.prompt)
-        with self.lock:
-            (self.background if background else self.waiting).append(req)
+        self.incoming.append(req)  # no lock: a step may be running, and submitting must not wait for it
         self.wakeup.set()
         return req
 
@@ -152,9 +152,11 @@ class BatchEngine:
         """Stop a request; its slot is free for the next step."""
         with self.lock:
             if not req.done:
-                queue_ = self.background if req.background else self.waiting
-                if req in queue_:
-                    queue_.remove(req)
+                for queue_ in (self.incoming, self.background if req.background else self.waiting):
+                    try:
+                        queue_.remove(req)
+                    except ValueError:
+                        pass
                 self._finish(req, "cancelled")
 
     def tokens(self, req: Request) -> Iterator[int]:
@@ -176,6 +178,11 @@ class BatchEngine:
         while not all(r.done for r in reqs):
             self.step()
         return [r.output for r in reqs]
+
+    @property
+    def queued(self) -> int:
+        """Interactive requests waiting for a slot (those submitted since the last step too)."""
+        return len(self.waiting) + sum(not r.background for r in list(self.incoming))
 
     @property
     def active(self) -> int:
@@ -230,7 +237,8 @@ class BatchEngine:
             at = [range(i, i + 1) for i in range(len(decoding))]
             for i, (req, end) in enumerate(chunks, len(decoding)):
                 lo, hi = int(packed.ends[i]) - (end - req.pos), int(packed.ends[i])
-                at.append(range(lo, hi) if req.params.prompt_logprobs is not None else
+                first = lo + max(0, self._scored_from(req) - req.pos)
+                at.append(range(min(first, hi), hi) if req.params.prompt_logprobs is not None else
                           range(hi - 1, hi) if end == len(req.prompt) else range(0))
             needed = torch.tensor([i for positions in at for i in positions], dtype=torch.long)
             logits = self.model.forward_packed(torch.tensor([tokens]), packed, needed)
@@ -244,6 +252,9 @@ class BatchEngine:
 
     def _admit(self):
         """Interactive requests take free slots first; background ones only what is left beyond the reserve."""
+        while self.incoming:
+            req = self.incoming.popleft()
+            (self.background if req.background else self.waiting).append(req)
         in_flight = self._admit_from(self.waiting, 0, None)
         if not self.waiting:
             self._admit_from(self.background, self.reserved, in_flight)
@@ -254,9 +265,8 @@ class BatchEngine:
             req = waiting.popleft()
             if self.prefix_cache is not None:
                 in_flight = self._blocks_in_flight() if in_flight is None else in_flight
-                # at least one token stays uncached, so the request still computes its next-token logits
-                scoring = req.params.prompt_logprobs
-                keys = req.block_keys[:(len(req.prompt) - 1) // self.prefix_block]
+                scoring, shared = self._cache_plan(req)
+                keys = req.block_keys[:shared]
                 hit = self.prefix_cache.cached_blocks(keys, scoring)
                 kinds = in_flight.get(keys[hit], ()) if hit < len(keys) else ()
                 if kinds and (scoring is None or scoring in kinds):
@@ -283,9 +293,19 @@ class BatchEngine:
         sent at once, or chats with one system prompt arriving together, compute their shared prefix once."""
         in_flight: dict[bytes, set[int | None]] = {}
         for req in self.prefilling:
-            for key in req.block_keys[req.pos // self.prefix_block:]:
-                in_flight.setdefault(key, set()).add(req.params.prompt_logprobs)
+            scoring, shared = self._cache_plan(req)
+            for key in req.block_keys[req.pos // self.prefix_block:shared]:
+                in_flight.setdefault(key, set()).add(scoring)
         return in_flight
+
+    def _cache_plan(self, req: Request) -> tuple[int | None, int]:
+        """(the prefix-cache kind of the request's blocks, how many of its complete blocks it shares). At least
+        one token stays uncached, so the request still computes its next-token logits; a request that scores
+        only a reply (score_from) shares the blocks before it as plain keys and values."""
+        p = req.params
+        if p.prompt_logprobs is not None and p.score_from > 0:
+            return None, min(p.score_from - 1, len(req.prompt) - 1) // self.prefix_block
+        return p.prompt_logprobs, (len(req.prompt) - 1) // self.prefix_block
 
     def _prefill_chunks(self) -> list[tuple[Request, int]]:
         """(request, end) for the prompts that fit this step's token budget, first come first served."""
@@ -301,13 +321,22 @@ class BatchEngine:
             room -= end - req.pos
         return chunks
 
+    def _scored_from(self, req: Request) -> int:
+        """The first prompt position whose logits this request needs, when it scores its prompt."""
+        return max(req.pos, req.params.score_from - 1)
+
     def _prefilled(self, req: Request, end: int, logits: torch.Tensor | None):
-        if req.params.prompt_logprobs is not None:  # each position's logits score the prompt token after it
-            targets = torch.tensor(req.prompt[req.pos + 1:end + 1])
+        first = self._scored_from(req)
+        if req.params.prompt_logprobs is not None and first < end:  # position p's logits score token p + 1
+            targets = torch.tensor(req.prompt[first + 1:end + 1])
             req.prompt_logprobs += token_logprobs(logits[:len(targets)], targets, req.params.prompt_logprobs)
         if self.prefix_cache is not None:  # chunk by chunk, so requests waiting for a block get it soon
-            self.prefix_cache.store(req.block_keys[:end // self.prefix_block], req.slot, req.pos // self.prefix_block,
-                                    req.params.prompt_logprobs, req.prompt_logprobs)
+            blocks, scoring = end // self.prefix_block, req.params.prompt_logprobs
+            if scoring is not None and req.params.score_from > 0:  # only the blocks before the reply, as plain KV
+                scoring, shared = self._cache_plan(req)
+                blocks = min(blocks, shared)
+            self.prefix_cache.store(req.block_keys[:blocks], req.slot, req.pos // self.prefix_block, scoring,
+                                    req.prompt_logprobs)
         req.pos = end
         if end < len(req.prompt):
             return

@@ -33,6 +33,7 @@ class SamplingParams:
     seed: int | None = None
     logprobs: int | None = None  # record each chosen token's log-probability and this many alternatives
     prompt_logprobs: int | None = None  # also score the prompt's tokens (alternatives as above)
+    score_from: int = 0  # with prompt_logprobs: score only prompt[score_from:] (a reply after a shared prompt)
 
     def __post_init__(self):
         checks = [
@@ -48,6 +49,7 @@ class SamplingParams:
             (all(-100 <= b <= 100 for b in self.logit_bias.values()), "logit_bias values must be between -100 and 100"),
             (all(k is None or 0 <= k <= 20 for k in (self.logprobs, self.prompt_logprobs)),
              "top_logprobs must be between 0 and 20"),
+            (self.score_from >= 0, "score_from must not be negative"),
         ]
         for ok, message in checks:
             if not ok:

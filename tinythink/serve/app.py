@@ -244,7 +244,7 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "models": {n: {"active": h.engine.active, "waiting": len(h.engine.waiting)}
+        return {"status": "ok", "models": {n: {"active": h.engine.active, "waiting": h.engine.queued}
                                            for n, h in hosts.items()}}
 
     @app.get("/", include_in_schema=False)
@@ -352,7 +352,7 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
             if len(prompt) + 1 > host.engine.context:
                 raise APIError(400, f"the prompt is {len(prompt)} tokens; this server's context holds "
                                     f"{host.engine.context}", param="messages", code="context_length_exceeded")
-            if len(host.engine.waiting) + len(streams) >= host.max_queue:
+            if host.engine.queued + len(streams) >= host.max_queue:
                 raise APIError(429, "the server is busy: its queue is full; try again shortly",
                                "rate_limit_error", code="queue_full")
             thinking = host.thinking(budget, params.max_tokens) if budget else None

@@ -19,7 +19,7 @@ class Metrics:
         self.ttft = Histogram("tinythink_time_to_first_token_seconds", "Time to the first generated text",
                               ["model"], buckets=buckets, registry=r)
         gauges = {
-            "tinythink_queue_depth": ("Requests waiting for a slot", lambda h: len(h.engine.waiting)),
+            "tinythink_queue_depth": ("Requests waiting for a slot", lambda h: h.engine.queued),
             "tinythink_batch_size": ("Sequences in the running batch", lambda h: h.engine.active),
             "tinythink_kv_slots_used_ratio": ("Share of KV-cache slots in use",
                                               lambda h: 1 - len(h.engine.free) / h.engine.max_batch),

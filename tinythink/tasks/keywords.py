@@ -71,17 +71,21 @@ async def run(model: TaskModel, r: KeywordsRequest) -> KeywordsResponse:
     item = {"text": r.text, "n": r.n}
     answer = await model.write_json(keywords_messages(item), keywords_schema(item), max_tokens=40 + 16 * r.n)
     keywords, dropped = [], []
+
+    def add(phrase: str):  # not one that repeats, or is part of, a keyword already kept
+        if not any(phrase.lower() in k.lower() or k.lower() in phrase.lower() for k in keywords):
+            keywords.append(phrase)
+
     for phrase in answer.get("keywords", []):
         found = find(phrase, r.text)
         if found is None:
             dropped.append(phrase)
-        elif found.lower() not in {k.lower() for k in keywords}:
-            keywords.append(found)
+        else:
+            add(found)
     for phrase in key_phrases(r.text):  # the model gave fewer than n that are in the text
         if len(keywords) >= r.n:
             break
-        if not any(phrase.lower() in k.lower() or k.lower() in phrase.lower() for k in keywords):
-            keywords.append(phrase)
+        add(phrase)
     return KeywordsResponse(model=model.name, keywords=keywords[:r.n], dropped=dropped)
 
 

@@ -51,14 +51,14 @@ class TaskModel:
         """log P(reply, then the end of the turn | the chat) for each reply: one request each, submitted together
         so that the engine runs them as one batch (the shared prompt is prefilled once, through its prefix cache)."""
         prompt = self.prompt(messages)
-        params = SamplingParams(max_tokens=0, prompt_logprobs=0)
+        params = SamplingParams(max_tokens=0, prompt_logprobs=0, score_from=len(prompt))
         continuations = [self.tokenizer.encode(self.turn_end(messages, r), add_special_tokens=False) for r in replies]
 
         async def score(continuation: list[int]) -> float:
             entries = None
             async for chunk in self.host.stream(prompt + continuation, params, []):
                 entries = chunk.prompt_logprobs if chunk.prompt_logprobs is not None else entries
-            return sum(lp for _, lp, _ in entries[-len(continuation):])
+            return sum(lp for _, lp, _ in entries)  # the reply's tokens only (score_from)
 
         return await asyncio.gather(*(score(c) for c in continuations))
 
