@@ -111,6 +111,29 @@ def test_scored_prompts_share_their_prefix(ours, engine):
     assert again.cached_tokens == 0 and all(len(alts) == 2 for _, _, alts in again.prompt_logprobs)
 
 
+def test_replies_scored_after_a_shared_prompt_get_its_logprobs_and_share_its_blocks(ours, engine):
+    """score_from: only the reply's tokens are scored (the task endpoints' label scoring); the prompt's blocks are
+    shared as plain keys and values, with generating requests too, and the entries equal a plain forward's."""
+    tok = ours.tokenizer
+    context = tok.encode(SYSTEM + "Question: how long do refunds take?\nAnswer:")
+    replies = [tok.encode(o, add_special_tokens=False) for o in (" 5 business days", " one week", " never")]
+    scoring = SamplingParams(max_tokens=0, prompt_logprobs=0, score_from=len(context))
+    reqs = [engine.submit(context + r, scoring) for r in replies]  # all at once, as a task submits them
+    for req in reqs:
+        list(engine.tokens(req))
+    assert reqs[0].cached_tokens == 0 and all(r.cached_tokens >= len(context) - 32 for r in reqs[1:])
+    for reply, req in zip(replies, reqs):
+        prompt = context + reply
+        with torch.inference_mode():
+            expected = torch.log_softmax(ours.model(torch.tensor([prompt]))[0], dim=-1)
+        assert [t for t, _, _ in req.prompt_logprobs] == reply
+        assert [lp for _, lp, _ in req.prompt_logprobs] == pytest.approx(
+            [expected[i - 1, prompt[i]].item() for i in range(len(context), len(prompt))], abs=1e-4)
+    chat = engine.submit(context + tok.encode(" 3", add_special_tokens=False), GREEDY)  # a generating request
+    list(engine.tokens(chat))
+    assert chat.cached_tokens >= len(context) - 32
+
+
 def test_requests_arriving_together_share_their_prefix(ours, engine):
     """Options sent at once (as lm-eval does) and chats with one system prompt arriving together: the later ones
     wait for the first's prefill to store the shared blocks, then take them; results are unchanged."""

@@ -265,7 +265,7 @@ class BatchEngine:
             req = waiting.popleft()
             if self.prefix_cache is not None:
                 in_flight = self._blocks_in_flight() if in_flight is None else in_flight
-                scoring, shared = self._cache_plan(req)
+                scoring, shared, _ = self._cache_plan(req)
                 keys = req.block_keys[:shared]
                 hit = self.prefix_cache.cached_blocks(keys, scoring)
                 kinds = in_flight.get(keys[hit], ()) if hit < len(keys) else ()
@@ -293,19 +293,21 @@ class BatchEngine:
         sent at once, or chats with one system prompt arriving together, compute their shared prefix once."""
         in_flight: dict[bytes, set[int | None]] = {}
         for req in self.prefilling:
-            scoring, shared = self._cache_plan(req)
-            for key in req.block_keys[req.pos // self.prefix_block:shared]:
+            scoring, _, stored = self._cache_plan(req)
+            for key in req.block_keys[req.pos // self.prefix_block:stored]:
                 in_flight.setdefault(key, set()).add(scoring)
         return in_flight
 
-    def _cache_plan(self, req: Request) -> tuple[int | None, int]:
-        """(the prefix-cache kind of the request's blocks, how many of its complete blocks it shares). At least
-        one token stays uncached, so the request still computes its next-token logits; a request that scores
-        only a reply (score_from) shares the blocks before it as plain keys and values."""
+    def _cache_plan(self, req: Request) -> tuple[int | None, int, int]:
+        """(the prefix-cache kind of the request's blocks, how many of its complete blocks it takes from the
+        cache, how many it stores there). At least one token stays uncached, so the request still computes its
+        next-token logits; a request that scores only a reply (score_from) shares the blocks before it as plain
+        keys and values, and only those."""
         p = req.params
         if p.prompt_logprobs is not None and p.score_from > 0:
-            return None, min(p.score_from - 1, len(req.prompt) - 1) // self.prefix_block
-        return p.prompt_logprobs, (len(req.prompt) - 1) // self.prefix_block
+            before = min(p.score_from - 1, len(req.prompt) - 1) // self.prefix_block
+            return None, before, before
+        return p.prompt_logprobs, (len(req.prompt) - 1) // self.prefix_block, len(req.block_keys)
 
     def _prefill_chunks(self) -> list[tuple[Request, int]]:
         """(request, end) for the prompts that fit this step's token budget, first come first served."""
@@ -331,12 +333,9 @@ class BatchEngine:
             targets = torch.tensor(req.prompt[first + 1:end + 1])
             req.prompt_logprobs += token_logprobs(logits[:len(targets)], targets, req.params.prompt_logprobs)
         if self.prefix_cache is not None:  # chunk by chunk, so requests waiting for a block get it soon
-            blocks, scoring = end // self.prefix_block, req.params.prompt_logprobs
-            if scoring is not None and req.params.score_from > 0:  # only the blocks before the reply, as plain KV
-                scoring, shared = self._cache_plan(req)
-                blocks = min(blocks, shared)
-            self.prefix_cache.store(req.block_keys[:blocks], req.slot, req.pos // self.prefix_block, scoring,
-                                    req.prompt_logprobs)
+            scoring, _, stored = self._cache_plan(req)
+            self.prefix_cache.store(req.block_keys[:min(end // self.prefix_block, stored)], req.slot,
+                                    req.pos // self.prefix_block, scoring, req.prompt_logprobs)
         req.pos = end
         if end < len(req.prompt):
             return
