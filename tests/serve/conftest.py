@@ -1,6 +1,5 @@
 """A real server on a free localhost port, shared by the server and page tests."""
 
-import socket
 import threading
 import time
 
@@ -14,13 +13,7 @@ from tinythink.model.load import load_model
 from tinythink.serve.app import ServerSettings, create_app
 from tinythink.serve.host import ModelHost
 
-from serving import BUDGETS, KEY, MODEL
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from serving import BUDGETS, KEY, MODEL, free_port
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import free_port
-from serving import KEY, MODEL
+from serving import KEY, MODEL, free_port
 
 
 class Server:
