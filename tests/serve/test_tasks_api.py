@@ -18,6 +18,8 @@ BODIES = {
     "email-reply": {"text": "Can we move our call to Thursday?", "max_tokens": 60},
     "triage": {"text": "The website shows error 500 on checkout."},
     "report": {"notes": ["3 bugs fixed", "release on 12 May"], "max_tokens": 80},
+    "answer": {"question": "When does the library open?", "max_tokens": 40,
+               "passages": ["The library opens at 9 am on weekdays.", "Parking is free on Sundays."]},
 }
 
 

@@ -73,9 +73,12 @@ class StudentForward(nn.Module):
 
 
 def lr_at(step: int, total: int, s: TrainSettings) -> float:
-    if step < s.warmup_steps:
-        return s.lr * (step + 1) / s.warmup_steps
-    progress = min(1.0, (step - s.warmup_steps) / max(1, total - s.warmup_steps))
+    # warmup takes at most a tenth of the schedule: a short run (a time budget on a slow machine) still reaches
+    # its learning rate instead of ending inside the warmup
+    warmup = min(s.warmup_steps, max(1, total // 10))
+    if step < warmup:
+        return s.lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return s.lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
