@@ -246,8 +246,8 @@ def cmd_serve(args):
     settings = ServerSettings(host=args.host, port=args.port, api_keys=keys, cors_origins=args.cors_origin,
                               self_consistency=args.self_consistency,
                               data_dir=Path(args.data_dir) if args.data_dir else data_dir(),
-                              max_file_bytes=int(args.max_file_mb * (1 << 20)), batch_concurrency=args.batch_concurrency,
-                              docs_dir=Path(args.docs) if args.docs else None)
+                              max_file_bytes=int(args.max_file_mb * (1 << 20)),
+                              batch_concurrency=args.batch_concurrency, docs_dir=Path(args.docs) if args.docs else None)
     for item in args.thinking_budget:  # settings first: a typo is reported before minutes of loading
         effort, _, value = item.partition("=")
         if effort not in settings.thinking_budgets or not value.isdigit():

@@ -98,7 +98,8 @@ class Store:
         return data
 
     def batches(self) -> list[dict]:
-        return [json.loads(r[0]) for r in self._execute("SELECT data FROM batches ORDER BY created_at DESC, rowid DESC")]
+        rows = self._execute("SELECT data FROM batches ORDER BY created_at DESC, rowid DESC")
+        return [json.loads(r[0]) for r in rows]
 
     def active_batches(self) -> list[dict]:
         """Batches with work left, oldest first."""

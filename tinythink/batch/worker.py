@@ -2,8 +2,10 @@
 so a line is answered exactly as the same request over HTTP would be).
 
 Priority: the lines' requests are the engine's background work (admitted only when no interactive request waits,
-and never into the slots it keeps for them), and at most `concurrency` lines are in flight. Restart: lines already answered are in the store and are skipped;
-a line that was in flight when the server died has no answer there and runs again, so none is lost or doubled.
+and never into the slots it keeps for them), and at most `concurrency` lines are in flight.
+
+Restart: lines already answered are in the store and are skipped; a line that was in flight when the server died
+has no answer there and runs again, so none is lost or doubled.
 """
 
 from __future__ import annotations

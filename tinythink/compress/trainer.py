@@ -251,11 +251,12 @@ def train(model: nn.Module, objective: Callable[[nn.Module, Batch], tuple[Tensor
         seconds = time.perf_counter() - t0
         timed.append(seconds)
         loss_value = dist.mean(sum(losses) / len(losses))
-        if settings.steps is None and len(timed) >= 5 and (len(timed) == 5 or step % settings.save_every == 0):
+        if settings.steps is None and (len(timed) in (1, 5) or len(timed) > 5 and step % settings.save_every == 0):
             # a time budget alone: the schedule's length from the time left and the last steps' pace, set after
-            # five steps and again at every checkpoint (a shared machine's pace changes), so it ends on time
+            # the first step (so that the warmup and the decay fit a short run), again after five and at every
+            # checkpoint (a shared machine's pace changes), so it ends on time
             left = settings.max_time - (time.perf_counter() - start)
-            state["total_steps"] = step + max(1, int(left / (sum(timed[-4:]) / 4)))
+            state["total_steps"] = step + max(1, int(left / (sum(timed[-4:]) / len(timed[-4:]))))
             if bar is not None:
                 bar.total = state["total_steps"]
         row = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm, "tokens": state["tokens"],

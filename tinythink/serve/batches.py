@@ -74,52 +74,54 @@ class BatchList(BaseModel):
     has_more: bool
 
 
-def batch_routes() -> APIRouter:
-    router = APIRouter(prefix="/v1/batches", tags=["batches"])
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
-    def existing(request: Request, batch_id: str) -> dict:
-        found = request.app.state.store.batch(batch_id)
-        if found is None:
-            raise APIError(404, f"no batch with id {batch_id!r}", param="batch_id", code="batch_not_found")
-        return found
 
-    @router.post("", response_model=Batch, responses=ERRORS, summary="run every line of an uploaded file")
-    async def create(body: BatchRequest, request: Request):
-        store = request.app.state.store
-        problem = endpoint_error(body.endpoint)
-        if problem:
-            raise APIError(400, problem, param="endpoint")
-        found = store.file(body.input_file_id)
-        if found is None:
-            raise APIError(404, f"no file with id {body.input_file_id!r}", param="input_file_id",
-                           code="file_not_found")
-        if found["purpose"] != "batch":
-            raise APIError(400, f"the input file's purpose is {found['purpose']!r}; upload it with purpose batch",
-                           param="input_file_id")
-        batch = new_batch(body.input_file_id, body.endpoint, body.completion_window, body.metadata)
-        store.add_batch(batch)
-        request.app.state.batch_worker.wake.set()
+def existing(request: Request, batch_id: str) -> dict:
+    found = request.app.state.store.batch(batch_id)
+    if found is None:
+        raise APIError(404, f"no batch with id {batch_id!r}", param="batch_id", code="batch_not_found")
+    return found
+
+
+@router.post("", response_model=Batch, responses=ERRORS, summary="run every line of an uploaded file")
+async def create(body: BatchRequest, request: Request):
+    store = request.app.state.store
+    problem = endpoint_error(body.endpoint)
+    if problem:
+        raise APIError(400, problem, param="endpoint")
+    found = store.file(body.input_file_id)
+    if found is None:
+        raise APIError(404, f"no file with id {body.input_file_id!r}", param="input_file_id",
+                       code="file_not_found")
+    if found["purpose"] != "batch":
+        raise APIError(400, f"the input file's purpose is {found['purpose']!r}; upload it with purpose batch",
+                       param="input_file_id")
+    batch = new_batch(body.input_file_id, body.endpoint, body.completion_window, body.metadata)
+    store.add_batch(batch)
+    request.app.state.batch_worker.wake.set()
+    return batch
+
+
+@router.get("/{batch_id}", response_model=Batch, responses=ERRORS, summary="a batch's state and counts")
+async def retrieve(request: Request, batch_id: str):
+    return existing(request, batch_id)
+
+
+@router.post("/{batch_id}/cancel", response_model=Batch, responses=ERRORS,
+             summary="stop starting lines; the answers so far go to the output file")
+async def cancel(request: Request, batch_id: str):
+    batch = existing(request, batch_id)
+    if batch["status"] in ("cancelling", "cancelled"):
         return batch
+    if batch["status"] not in ("validating", "in_progress"):
+        raise APIError(409, f"the batch is {batch['status']}: it cannot be cancelled", param="batch_id",
+                       code="batch_not_cancellable")
+    batch = request.app.state.store.update_batch(batch_id, status="cancelling", cancelling_at=int(time.time()))
+    request.app.state.batch_worker.wake.set()
+    return batch
 
-    @router.get("/{batch_id}", response_model=Batch, responses=ERRORS, summary="a batch's state and counts")
-    async def retrieve(request: Request, batch_id: str):
-        return existing(request, batch_id)
 
-    @router.post("/{batch_id}/cancel", response_model=Batch, responses=ERRORS,
-                 summary="stop starting lines; the answers so far go to the output file")
-    async def cancel(request: Request, batch_id: str):
-        batch = existing(request, batch_id)
-        if batch["status"] in ("cancelling", "cancelled"):
-            return batch
-        if batch["status"] not in ("validating", "in_progress"):
-            raise APIError(409, f"the batch is {batch['status']}: it cannot be cancelled", param="batch_id",
-                           code="batch_not_cancellable")
-        batch = request.app.state.store.update_batch(batch_id, status="cancelling", cancelling_at=int(time.time()))
-        request.app.state.batch_worker.wake.set()
-        return batch
-
-    @router.get("", response_model=BatchList, responses=ERRORS, summary="batches, newest first")
-    async def list_batches(request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100)):
-        return page(request.app.state.store.batches(), after, limit)
-
-    return router
+@router.get("", response_model=BatchList, responses=ERRORS, summary="batches, newest first")
+async def list_batches(request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100)):
+    return page(request.app.state.store.batches(), after, limit)

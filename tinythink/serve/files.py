@@ -53,56 +53,60 @@ def page(items: list[dict], after: str | None, limit: int) -> dict:
             "last_id": data[-1]["id"] if data else None, "has_more": len(items) > limit}
 
 
-def file_routes() -> APIRouter:
-    router = APIRouter(prefix="/v1/files", tags=["files"])
+router = APIRouter(prefix="/v1/files", tags=["files"])
 
-    def store(request: Request):
-        return request.app.state.store
 
-    def existing(request: Request, file_id: str) -> dict:
-        found = store(request).file(file_id)
-        if found is None:
-            raise APIError(404, f"no file with id {file_id!r}", param="file_id", code="file_not_found")
-        return found
+def store(request: Request):
+    return request.app.state.store
 
-    @router.post("", response_model=FileObject, responses=ERRORS, summary="upload a file (purpose batch or user_data)")
-    async def upload(request: Request, file: UploadFile = File(...), purpose: str = Form(...)):
-        if purpose not in PURPOSES:
-            raise APIError(400, f"purpose must be one of {', '.join(PURPOSES)}; got {purpose!r}", param="purpose")
-        s = store(request)
-        file_id = new_id("file")
-        partial = s.file_path(file_id).with_suffix(".partial")
-        size = 0
-        with partial.open("wb") as out:  # the upload is already spooled by the form parser; copy it in pieces
-            while chunk := await file.read(1 << 20):
-                out.write(chunk)
-                size += len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        partial.rename(s.file_path(file_id))
-        return s.add_file(file_id, file.filename or "upload", purpose, size)
 
-    @router.get("", response_model=FileList, responses=ERRORS, summary="list files, newest first")
-    async def list_files(request: Request, purpose: str | None = None, after: str | None = None,
-                         limit: int = Query(10000, ge=1, le=10000), order: Literal["asc", "desc"] = "desc"):
-        files = store(request).files(purpose)
-        return page(files if order == "desc" else files[::-1], after, limit)
+def existing(request: Request, file_id: str) -> dict:
+    found = store(request).file(file_id)
+    if found is None:
+        raise APIError(404, f"no file with id {file_id!r}", param="file_id", code="file_not_found")
+    return found
 
-    @router.get("/{file_id}", response_model=FileObject, responses=ERRORS, summary="a file's description")
-    async def retrieve(request: Request, file_id: str):
-        return existing(request, file_id)
 
-    @router.get("/{file_id}/content", responses={**ERRORS, 200: {"content": {"application/octet-stream": {}},
-                                                                  "description": "the file's bytes"}},
-                response_class=FileResponse, summary="a file's content")
-    async def content(request: Request, file_id: str):
-        found = existing(request, file_id)
-        return FileResponse(store(request).file_path(file_id), media_type="application/octet-stream",
-                            filename=found["filename"])
+@router.post("", response_model=FileObject, responses=ERRORS, summary="upload a file (purpose batch or user_data)")
+async def upload(request: Request, file: UploadFile = File(...), purpose: str = Form(...)):
+    if purpose not in PURPOSES:
+        raise APIError(400, f"purpose must be one of {', '.join(PURPOSES)}; got {purpose!r}", param="purpose")
+    s = store(request)
+    file_id = new_id("file")
+    partial = s.file_path(file_id).with_suffix(".partial")
+    size = 0
+    with partial.open("wb") as out:  # the upload is already spooled by the form parser; copy it in pieces
+        while chunk := await file.read(1 << 20):
+            out.write(chunk)
+            size += len(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    partial.rename(s.file_path(file_id))
+    return s.add_file(file_id, file.filename or "upload", purpose, size)
 
-    @router.delete("/{file_id}", response_model=FileDeleted, responses=ERRORS, summary="delete a file")
-    async def delete(request: Request, file_id: str):
-        existing(request, file_id)
-        return {"id": file_id, "object": "file", "deleted": store(request).delete_file(file_id)}
 
-    return router
+@router.get("", response_model=FileList, responses=ERRORS, summary="list files, newest first")
+async def list_files(request: Request, purpose: str | None = None, after: str | None = None,
+                     limit: int = Query(10000, ge=1, le=10000), order: Literal["asc", "desc"] = "desc"):
+    files = store(request).files(purpose)
+    return page(files if order == "desc" else files[::-1], after, limit)
+
+
+@router.get("/{file_id}", response_model=FileObject, responses=ERRORS, summary="a file's description")
+async def retrieve(request: Request, file_id: str):
+    return existing(request, file_id)
+
+
+@router.get("/{file_id}/content", responses={**ERRORS, 200: {"content": {"application/octet-stream": {}},
+                                                              "description": "the file's bytes"}},
+            response_class=FileResponse, summary="a file's content")
+async def content(request: Request, file_id: str):
+    found = existing(request, file_id)
+    return FileResponse(store(request).file_path(file_id), media_type="application/octet-stream",
+                        filename=found["filename"])
+
+
+@router.delete("/{file_id}", response_model=FileDeleted, responses=ERRORS, summary="delete a file")
+async def delete(request: Request, file_id: str):
+    existing(request, file_id)
+    return {"id": file_id, "object": "file", "deleted": store(request).delete_file(file_id)}

@@ -29,10 +29,8 @@ def route(task: Task):
     return run
 
 
-def task_routes() -> APIRouter:
-    router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
-    for task in TASKS.values():
-        router.add_api_route(f"/{task.name}", route(task), methods=["POST"], response_model=task.Response,
-                             operation_id=f"task_{task.name.replace('-', '_')}",
-                             summary=task.summary, responses=ERRORS)
-    return router
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+for task in TASKS.values():
+    router.add_api_route(f"/{task.name}", route(task), methods=["POST"], response_model=task.Response,
+                         operation_id=f"task_{task.name.replace('-', '_')}",
+                         summary=task.summary, responses=ERRORS)

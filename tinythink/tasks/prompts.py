@@ -19,5 +19,6 @@ def check_labels(labels: list[str], descriptions: dict[str, str], what: str = "l
         raise ValueError(f"{what} must not be blank")
     unknown = set(descriptions) - set(labels)
     if unknown:
-        raise ValueError(f"descriptions name {', '.join(sorted(unknown))}, which {'is' if len(unknown) == 1 else 'are'} "
+        verb = "is" if len(unknown) == 1 else "are"
+        raise ValueError(f"descriptions name {', '.join(sorted(unknown))}, which {verb} "
                          f"not among the {what}")
