@@ -264,14 +264,16 @@ class Make:
         from tinythink.model.load import load_model
 
         student = load_model(str(self.student_start())).model.float()
-        if student.config.vocab_size != self.teacher().config.vocab_size:
+        # the teacher in the dtype it runs in, loaded once: a float32 copy first would stay in the process's
+        # memory (a 1.5B teacher's 7 GB on top of the training state got a run killed for memory)
+        teacher_dtype = autocast_dtype("auto", device()) or torch.float32
+        teacher = self.teacher(teacher_dtype).model
+        if student.config.vocab_size != teacher.config.vocab_size:
             raise TinythinkError("the student's vocabulary differs from the teacher's: logit distillation needs one "
                                  "vocabulary (for another tokenizer, train on the teacher's generations: tinythink teach)")
         student.train().requires_grad_(True)
         data, held = self.datasets()
         settings = self.train_settings(data)
-        teacher_dtype = autocast_dtype("auto", device()) or torch.float32
-        teacher = self.teacher(teacher_dtype).model
         loss = divergence_named(self.s.loss, temperature=self.s.temperature)
         caches = None
         if self.s.cache_top_k:
@@ -281,7 +283,7 @@ class Make:
             caches = {}
             for name, part in (("train", needed), ("heldout", held)):
                 cache = TeacherCache.create(self.out / "distill" / f"cache-{name}", part, self.s.cache_top_k,
-                                            self.s.temperature, sha256(Path(str(self.teacher().path))))
+                                            self.s.temperature, sha256(Path(str(self.teacher(teacher_dtype).path))))
                 cache.fill(teacher, part, self.s.micro_batch, self.progress)
                 caches[name] = cache
             data = needed
