@@ -96,12 +96,16 @@ def as_input(task: Task, text: str) -> dict:
     return {"notes": [line.strip().lstrip("-*• ").strip() for line in text.splitlines() if line.strip()]}
 
 
+def problems(e: ValidationError) -> str:
+    """What is wrong with a request, field by field."""
+    return "; ".join(f"{'.'.join(map(str, err['loc'])) or 'request'}: {err['msg']}" for err in e.errors())
+
+
 def request(task: Task, data: dict):
     try:
         return task.Request.model_validate(data)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'request'}: {err['msg']}" for err in e.errors())
-        raise TinythinkError(f"{task.name}: {problems}") from None
+        raise TinythinkError(f"{task.name}: {problems(e)}") from None
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -184,7 +188,7 @@ async def run_rows(model: TaskModel, task: Task, requests: list, ids: list, outp
     async def one(i: int) -> dict:
         req, line = requests[i], {"row": i, **({"id": ids[i]} if ids[i] is not None else {})}
         if isinstance(req, ValidationError):
-            return {**line, "error": "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in req.errors())}
+            return {**line, "error": problems(req)}
         if isinstance(req, TinythinkError):
             return {**line, "error": str(req)}
         try:
