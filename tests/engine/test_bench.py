@@ -4,6 +4,7 @@ the ratio table's direction (above 1 is tinythink ahead, for speeds, times and m
 import importlib.util
 
 import pytest
+import torch
 
 from tinythink.engine import bench, bench_baselines
 from tinythink.model.load import load_tokenizer
@@ -35,6 +36,7 @@ def _check(result: dict, work: dict, streams: bool = True):
 def test_transformers_runs_the_same_workload_and_answers_like_tinythink(work):
     theirs = bench_baselines.measure("transformers", "smollm2-135m", 2, work)
     ours = bench.measure("smollm2-135m", "float32", 2, work)
+    assert torch.is_grad_enabled()  # measuring in-process leaves training in later tests possible
     _check(theirs, work)
     _check(ours, work)
     # the same float32 weights and greedy decoding: the same answers, ticket by ticket

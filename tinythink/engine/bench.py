@@ -85,14 +85,20 @@ def measure(model_ref: str, variant: str, threads: int, work: dict) -> dict:
     """One tinythink variant on the workload, as the engine runs it."""
     import torch
 
+    torch.set_num_threads(threads)
+    with torch.no_grad():  # inference only, leaving the caller's grad mode as it was (tests measure in-process)
+        return _measure(model_ref, variant, work)
+
+
+def _measure(model_ref: str, variant: str, work: dict) -> dict:
+    import torch
+
     from tinythink.engine.batch import BatchEngine
     from tinythink.engine.generate import generate
     from tinythink.engine.sampling import SamplingParams
     from tinythink.model.load import load_model
     from tinythink.model.inference import prepare_for_inference
 
-    torch.set_num_threads(threads)
-    torch.set_grad_enabled(False)  # a process of its own, measuring inference only
     quantize = {"int8": 8, "int4": 4}.get(variant)
     start = time.perf_counter()
     dtype = torch.float32 if quantize or variant == "float32-unpacked" else getattr(torch, variant)
