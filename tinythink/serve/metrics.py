@@ -18,6 +18,12 @@ class Metrics:
                                  buckets=buckets, registry=r)
         self.ttft = Histogram("tinythink_time_to_first_token_seconds", "Time to the first generated text",
                               ["model"], buckets=buckets, registry=r)
+        self.safety_blocked = Counter("tinythink_safety_blocked", "Texts the safety filter blocked", ["side"],
+                                      registry=r)
+        self.safety_flagged = Counter("tinythink_safety_flagged", "Texts the safety filter flagged", ["side"],
+                                      registry=r)
+        self.safety_review = Counter("tinythink_safety_review", "Texts sent for human review (sensitive domains)",
+                                     ["side"], registry=r)
         gauges = {
             "tinythink_queue_depth": ("Requests waiting for a slot", lambda h: h.engine.queued),
             "tinythink_batch_size": ("Sequences in the running batch", lambda h: h.engine.active),

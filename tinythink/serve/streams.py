@@ -14,6 +14,7 @@ from fastapi import Request
 
 from tinythink.engine.sampling import SamplingParams
 from tinythink.errors import TinythinkError
+from tinythink.safety.filter import Screening
 from tinythink.serve.errors import APIError
 from tinythink.serve.host import ModelHost
 from tinythink.serve.metrics import Metrics
@@ -65,8 +66,8 @@ def sampling(body: SamplingFields, max_tokens: int | None, seed_offset: int = 0)
 
 
 async def run_choices(host: ModelHost, metrics: Metrics, prompts: list[list[int]], body: SamplingFields,
-                      max_tokens: int | None, budget: int | None = None, grammar: str | None = None
-                      ) -> list[AsyncIterator[TextChunk]]:
+                      max_tokens: int | None, budget: int | None = None, grammar: str | None = None,
+                      screening: Screening | None = None) -> list[AsyncIterator[TextChunk]]:
     # fail before streaming starts: settings, prompt length, queue room
     if getattr(body, "logprobs", False) and budget:
         raise APIError(400, "logprobs cannot be combined with reasoning yet; use reasoning_effort minimal",
@@ -81,8 +82,9 @@ async def run_choices(host: ModelHost, metrics: Metrics, prompts: list[list[int]
             raise APIError(429, "the server is busy: its queue is full; try again shortly",
                            "rate_limit_error", code="queue_full")
         thinking = host.thinking(budget, params.max_tokens) if budget else None
-        streams.append(measured(metrics, host.name, len(prompt),
-                                host.stream(prompt, params, body.stop_list(), grammar, thinking)))
+        stream = measured(metrics, host.name, len(prompt), host.stream(prompt, params, body.stop_list(), grammar,
+                                                                        thinking))
+        streams.append(screening.guarded(stream) if screening is not None else stream)
     return streams
 
 

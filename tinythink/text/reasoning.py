@@ -11,11 +11,12 @@ INSTRUCTION = (f"Think step by step before you answer. Write your reasoning betw
                "then write the final answer.")
 
 
-def with_instruction(messages: list[dict]) -> list[dict]:
-    """The conversation with our thinking instruction added to its system message (or as a new one)."""
+def with_instruction(messages: list[dict], instruction: str = INSTRUCTION) -> list[dict]:
+    """The conversation with an instruction (ours to think, by default) added to its system message (or as a
+    new one)."""
     if messages and messages[0]["role"] == "system":
-        return [{**messages[0], "content": f"{messages[0]['content']}\n\n{INSTRUCTION}"}] + messages[1:]
-    return [{"role": "system", "content": INSTRUCTION}] + messages
+        return [{**messages[0], "content": f"{messages[0]['content']}\n\n{instruction}"}] + messages[1:]
+    return [{"role": "system", "content": instruction}] + messages
 
 
 def native_thinking(template_source: str) -> bool:
