@@ -1,8 +1,11 @@
-"""A real server on a free localhost port, shared by the server and page tests."""
+"""A real server on a free localhost port, shared by the server and page tests; and headless Chromium."""
+
+from pathlib import Path
 
 import openai
 import pytest
 import torch
+from playwright.sync_api import sync_playwright
 
 from tinythink.llm import LLM
 from tinythink.model.load import load_model
@@ -27,3 +30,18 @@ def server():
 @pytest.fixture(scope="module")
 def client(server):
     return openai.OpenAI(base_url=server[0] + "/v1", api_key=KEY, max_retries=0, timeout=120)
+
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()

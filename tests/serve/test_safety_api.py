@@ -176,3 +176,22 @@ def test_a_malformed_policy_file_is_one_clear_error_at_start_up(tmp_path):
     assert run.returncode != 0
     assert "input.harmful.action" in run.stderr and "block, flag, allow" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_the_page_shows_a_refusal_and_a_review_flag(browser, safe_server):
+    from playwright.sync_api import expect
+
+    page = browser.new_page()
+    page.goto(safe_server[0] + "/")
+    page.fill("#key", KEY)
+    page.dispatch_event("#key", "change")
+    expect(page.locator("#model option")).to_have_text([MODEL])
+    page.fill("#temperature", "0")
+    page.fill("#input", HARMFUL)
+    page.press("#input", "Enter")
+    expect(page.locator(".message.assistant").last).to_contain_text("can't help", timeout=60_000)
+    expect(page.locator("#send")).to_be_enabled()
+    page.fill("#input", ADVICE)
+    page.press("#input", "Enter")
+    expect(page.locator(".message.assistant .review").last).to_contain_text("human review (medical)",
+                                                                            timeout=120_000)

@@ -53,9 +53,12 @@ class Endpoint:
             for chunk in stream:
                 if chunk.usage is not None:
                     usage = chunk.usage
-                if chunk.choices and chunk.choices[0].delta.content:
+                # a server's content filter refuses in `refusal` (the safety suite counts it as the model's)
+                piece = chunk.choices[0].delta.content or getattr(chunk.choices[0].delta, "refusal", None) \
+                    if chunk.choices else None
+                if piece:
                     first = first or time.perf_counter()
-                    text += chunk.choices[0].delta.content
+                    text += piece
         except openai.APIStatusError as e:
             return Reply("", 0, 0, None, time.perf_counter() - start, error=f"{e.status_code}: {e.message}")
         seconds = time.perf_counter() - start

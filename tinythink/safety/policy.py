@@ -144,7 +144,8 @@ def load_policy(path: Path | None = None, data_dir: Path | None = None) -> Polic
     known = {"input", "output", "stream_window_tokens", "review_disclaimer", "audit", "reasoning_policy"}
     if set(raw) - known:
         raise TinythinkError(f"{where}: unknown keys {sorted(set(raw) - known)}; known: {sorted(known)}")
-    sides = {side: _rules(side, DEFAULTS[side] | (raw.get(side) or {}), where) for side in ("input", "output")}
+    sides = {side: _rules(side, DEFAULTS[side], "built-in defaults") | _rules(side, raw.get(side) or {}, where)
+             for side in ("input", "output")}
     window = raw.get("stream_window_tokens", 16)
     if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= 256:
         raise TinythinkError(f"{where}: `stream_window_tokens` must be an integer in [1, 256], got {window!r}")
