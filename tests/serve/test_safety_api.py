@@ -195,3 +195,14 @@ def test_the_page_shows_a_refusal_and_a_review_flag(browser, safe_server):
     page.press("#input", "Enter")
     expect(page.locator(".message.assistant .review").last).to_contain_text("human review (medical)",
                                                                             timeout=120_000)
+
+
+def test_a_task_whose_input_is_blocked_says_so(safe_server):
+    import httpx
+
+    r = httpx.post(safe_server[0] + "/v1/tasks/summarize", headers={"Authorization": f"Bearer {KEY}"},
+                   json={"text": HARMFUL}, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "content_filter"
+    ok = httpx.post(safe_server[0] + "/v1/tasks/sentiment", headers={"Authorization": f"Bearer {KEY}"},
+                    json={"text": "The delivery was quick and the staff were lovely."}, timeout=60)
+    assert ok.status_code == 200, ok.text

@@ -8,16 +8,32 @@ from fastapi import APIRouter, Request
 from tinythink.engine.constraint import GrammarError
 from tinythink.errors import TinythinkError
 from tinythink.serve.errors import APIError, served
+from tinythink.serve.moderations import screening
 from tinythink.tasks import TASKS, Task, TaskModel
 
+MIN_SCREENED_CHARS = 16
 ERRORS = {400: {"description": "the request is not valid for the task (the message says why)"},
           404: {"description": "no such model is served"}, 413: {"description": "the body is too large"},
           429: {"description": "the server's queue is full"}}
 
 
+def screened_texts(fields) -> list[str]:
+    """The request's own texts (what to classify, summarize, answer from), not its short settings or labels."""
+    if isinstance(fields, str):
+        return [fields] if len(fields) >= MIN_SCREENED_CHARS else []
+    values = fields.values() if isinstance(fields, dict) else fields if isinstance(fields, list) else []
+    return [t for v in values for t in screened_texts(v)]
+
+
 def route(task: Task):
     async def run(body: task.Request, request: Request) -> task.Response:
         model = TaskModel(served(request.app.state.hosts, body.model), request.app.state.documents)
+        screen = screening(request, f"tasks.{task.name}")
+        if screen is not None:
+            decision = await screen.check("input", screened_texts(body.model_dump(exclude={"model"})))
+            if decision.blocked:
+                raise APIError(400, f"the input was blocked by the content filter ({', '.join(decision.categories)})",
+                               code="content_filter")
         try:
             return await task.run(model, body)
         except GrammarError as e:
