@@ -12,7 +12,7 @@ import torch
 
 from tinythink.engine.sampling import SamplingParams
 from tinythink.llm import LLM
-from tinythink.model.load import load_model
+from tinythink.model.load import dtype_named, load_model
 from tinythink.safety.filter import SafetyFilter
 from tinythink.serve.host import ModelHost
 
@@ -49,9 +49,10 @@ def main():
     p.add_argument("--tokens", type=int, default=128)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    llm = LLM(load_model("smollm2-135m"))
+    llm = LLM(load_model("smollm2-135m", dtype_named("auto")))  # as `tinythink serve` loads it
     host = ModelHost("smollm2-135m", llm, max_batch=4, context=1024, prefix_cache_bytes=0)
     safety = SafetyFilter.load()
+    print(f"model and guard encoder in {dtype_named('auto')}, {args.threads} threads\n")
     print("| prompt | input check ms | 1-token completion ms | ratio |\n|---|---|---|---|")
     for name, text in PROMPTS.items():
         check = best(lambda: safety.guard.check([text]))

@@ -146,7 +146,7 @@ def written() -> list[Item]:
             continue
         labels, text = line.split("\t", 1)
         positive = [] if labels == "-" else labels.split(",")
-        unknown = [label for label in positive if label not in TRAINED]
+        unknown = [label for label in positive if label not in TRAINED or label == "harmful"]
         if unknown:
             raise ValueError(f"{WRITTEN}: unknown labels {unknown} in {line!r}")
         items.append(Item(text, labelled(positive), f"written: {section.removeprefix('more ')}", half("written", text)))

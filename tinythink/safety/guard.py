@@ -13,6 +13,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from tinythink.errors import TinythinkError
+from tinythink.model.load import dtype_named
 from tinythink.safety.encoder import SentenceEncoder, load_encoder
 from tinythink.safety.labels import CATEGORIES, CATEGORY_LABELS, EXTRA, PARENT
 
@@ -85,7 +86,7 @@ class Guard:
                 state = {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, KeyError, json.JSONDecodeError, OSError) as e:
             raise TinythinkError(f"{path}: not a tinythink guard file ({e})") from None
-        encoder = encoder or load_encoder()
+        encoder = encoder or load_encoder(dtype=dtype_named("auto"))
         head = GuardHead(encoder.dim, meta["hidden"], len(meta["labels"]))
         try:
             head.load_state_dict(state)
