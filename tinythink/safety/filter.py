@@ -22,6 +22,18 @@ CHECKED_TAIL_CHARS = 600  # each output check reads the held text and this much 
 REFUSAL = "I can't help with that request."
 
 
+async def windows(stream: AsyncIterator[TextChunk], tokens: int) -> AsyncIterator[list[TextChunk]]:
+    """The stream's chunks in groups of at least `tokens` tokens; the last group ends with the stream."""
+    held: list[TextChunk] = []
+    async for chunk in stream:
+        held.append(chunk)
+        if chunk.finish_reason or sum(len(c.token_ids) for c in held) >= tokens:
+            yield held
+            held = []
+    if held:
+        yield held
+
+
 def merged(verdicts: list[Verdict]) -> Verdict:
     """Several texts of one request as one verdict: each label's highest score."""
     scores = {k: max(v.scores[k] for v in verdicts) for k in verdicts[0].scores}
@@ -94,24 +106,19 @@ class Screening:
 
     async def guarded(self, stream: AsyncIterator[TextChunk]) -> AsyncIterator[TextChunk]:
         """The stream, each window of tokens released only once the text so far passes the output check."""
-        window = self.filter.policy.stream_window_tokens
-        held: list[TextChunk] = []
-        released = ""
+        released, groups = "", windows(stream, self.filter.policy.stream_window_tokens)
         try:
-            async for chunk in stream:
-                held.append(chunk)
-                if sum(len(c.token_ids) for c in held) < window and not chunk.finish_reason:
-                    continue
-                text = "".join(c.text for c in held)
-                decision = await self.check("output", [released[-CHECKED_TAIL_CHARS:] + text])
-                if decision.blocked:
+            async for group in groups:
+                text = "".join(c.text for c in group)
+                if (await self.check("output", [released[-CHECKED_TAIL_CHARS:] + text])).blocked:
                     self.blocked_output = True
                     yield TextChunk("", [], finish_reason="content_filter")
                     return
-                for c in held:
+                for c in group:
                     yield c
-                released, held = released + text, []
+                released += text
         finally:
+            await groups.aclose()
             await stream.aclose()  # a blocked or abandoned reply stops generating at once
 
     def fields(self) -> dict:
