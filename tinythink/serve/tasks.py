@@ -27,8 +27,8 @@ def screened_texts(fields) -> list[str]:
 
 def route(task: Task):
     async def run(body: task.Request, request: Request) -> task.Response:
-        model = TaskModel(served(request.app.state.hosts, body.model), request.app.state.documents)
         screen = screening(request, f"tasks.{task.name}")
+        model = TaskModel(served(request.app.state.hosts, body.model), request.app.state.documents, screen)
         if screen is not None:
             decision = await screen.check("input", screened_texts(body.model_dump(exclude={"model"})))
             if decision.blocked:

@@ -14,10 +14,11 @@ from tinythink.serve.host import ModelHost
 
 
 class TaskModel:
-    def __init__(self, host: ModelHost, documents=None):
+    def __init__(self, host: ModelHost, documents=None, screening=None):
         self.host = host
         self.tokenizer = host.llm.tokenizer
         self.documents = documents  # a retrieval.index.DocumentIndex for answers from the server's documents
+        self.screening = screening  # the server's safety screening of this request (safety.filter), if any
 
     @property
     def name(self) -> str:
