@@ -23,7 +23,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen([sys.executable, "-m", "tinythink.cli", "serve", "--port", str(self.port),
                                       "--api-key", KEY, "--data-dir", str(data_dir), "--context", "512",
-                                      "--dtype", "float32", *extra], stdout=subprocess.DEVNULL,
+                                      "--dtype", "float32", "--no-safety", *extra], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 120
         while time.time() < deadline:

@@ -20,6 +20,9 @@ from tinythink.eval.tasks import Example, Task
 from tinythink.model.memory import peak_rss_bytes, reset_peak_rss
 
 
+FILTERED = "[cannot help with this: the server's content filter stopped the reply]"
+
+
 @dataclass
 class Reply:
     text: str
@@ -53,12 +56,15 @@ class Endpoint:
             for chunk in stream:
                 if chunk.usage is not None:
                     usage = chunk.usage
-                # a server's content filter refuses in `refusal` (the safety suite counts it as the model's)
+                # a server's content filter refuses in `refusal`, or cuts a reply off with finish_reason
+                # content_filter: the safety suite counts both as the server refusing
                 piece = chunk.choices[0].delta.content or getattr(chunk.choices[0].delta, "refusal", None) \
                     if chunk.choices else None
                 if piece:
                     first = first or time.perf_counter()
                     text += piece
+                if chunk.choices and chunk.choices[0].finish_reason == "content_filter":
+                    text = f"{FILTERED} {text}"
         except openai.APIStatusError as e:
             return Reply("", 0, 0, None, time.perf_counter() - start, error=f"{e.status_code}: {e.message}")
         seconds = time.perf_counter() - start

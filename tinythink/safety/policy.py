@@ -8,7 +8,7 @@ YAML file of the same shape, merged over them:
       prompt_injection: flag     # instructions hidden in task inputs or documents
       medical: {action: flag, threshold: 0.4}   # flag on a sensitive domain = human review
     output:
-      harmful: block
+      harmful: block           # the domains are judged on the request by default
     stream_window_tokens: 16     # streamed text is held back this many tokens, and released once checked
     review_disclaimer: "..."     # added to replies that need a person's review ("" for none)
     audit: {path: safety-audit.jsonl, text: false}   # blocked and flagged requests; text only if true
@@ -36,7 +36,9 @@ REASONING_POLICY = ("Safety policy: do not help with violence, weapons, crime, s
 DEFAULTS = {
     "input": {"harmful": "block", "prompt_injection": "flag", "medical": "flag", "legal": "flag",
               "financial": "flag"},
-    "output": {"harmful": "block", "medical": "flag", "legal": "flag", "financial": "flag"},
+    # the domains are flagged from the request: the domain heads learned from requests, and on replies they
+    # flag ordinary answers (a geometric series came out "medical")
+    "output": {"harmful": "block"},
 }
 
 
