@@ -90,7 +90,6 @@ class Screening:
     review: set[str] = field(default_factory=set)
     flags: set[str] = field(default_factory=set)
     injection: bool = False
-    blocked_output: bool = False
 
     async def check(self, side: str, texts: list[str]) -> Decision:
         texts = [t for t in texts if t.strip()]
@@ -111,7 +110,6 @@ class Screening:
             async for group in groups:
                 text = "".join(c.text for c in group)
                 if (await self.check("output", [released[-CHECKED_TAIL_CHARS:] + text])).blocked:
-                    self.blocked_output = True
                     yield TextChunk("", [], finish_reason="content_filter")
                     return
                 for c in group:
