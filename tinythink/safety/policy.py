@@ -16,7 +16,7 @@ YAML file of the same shape, merged over them:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -71,8 +71,6 @@ class Policy:
     audit_path: Path | None = None
     audit_text: bool = False
     reasoning_policy: str = REASONING_POLICY
-    source: str = "built-in defaults"
-    extra: dict = field(default_factory=dict)
 
     def decide(self, side: str, verdict: Verdict) -> Decision:
         rules = self.input if side == "input" else self.output
@@ -159,4 +157,4 @@ def load_policy(path: Path | None = None, data_dir: Path | None = None) -> Polic
         if key in raw and not isinstance(raw[key], str):
             raise TinythinkError(f"{where}: `{key}` must be a string")
     return Policy(sides["input"], sides["output"], window, raw.get("review_disclaimer", DISCLAIMER), audit_path,
-                  bool(audit.get("text", False)), raw.get("reasoning_policy", REASONING_POLICY), where)
+                  bool(audit.get("text", False)), raw.get("reasoning_policy", REASONING_POLICY))
