@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from tinythink.errors import TinythinkError
 from tinythink.eval.evaluate import Target, evaluate
 
 MODEL = "smollm2-135m"
@@ -92,3 +93,18 @@ def test_weights_are_counted_as_served_without_the_kv_caches():
     assert weight_bytes(model) == float32
     int8 = prepare_for_inference(quantize_model(model, 8))  # int8 layers and, served, an int8 copy of the tied head
     assert weight_bytes(int8) < 0.5 * float32
+
+
+def test_a_recorded_run_serves_as_the_reference(self_eval, served, tmp_path):
+    out, local, _ = self_eval
+    target = Target(MODEL, endpoint=served.url, api_key=served.key)
+    again = evaluate(target, out, "sentiment,basic_arithmetic", LIMIT - 2, None, tmp_path, concurrency=4)
+    for name in ("sentiment", "basic_arithmetic"):
+        assert again["tasks"][name]["reference"]["n"] == LIMIT - 2
+        assert again["tasks"][name]["retention"]["value"] == 1.0  # the same model's replies, recorded and live
+    assert again["models"]["reference"]["recorded"] == str(out) and again["models"]["reference"]["sha256"]
+    with pytest.raises(TinythinkError, match="has no sentiment results for 2 of these examples"):
+        evaluate(target, out, "sentiment", LIMIT + 2, None, tmp_path / "more", concurrency=4)
+    with pytest.raises(TinythinkError, match="run with effort None, this run asks low"):
+        evaluate(target, out, "sentiment", LIMIT, "low", tmp_path / "effort", concurrency=4)
+    assert not (tmp_path / "more").exists()  # refused before the model ran

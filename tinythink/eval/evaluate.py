@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import platform
 import sys
 import time
@@ -12,7 +13,8 @@ from importlib import metadata
 from pathlib import Path
 
 from tinythink.eval import report, score as scoring
-from tinythink.eval.run import Endpoint, local_endpoint, run_tasks
+from tinythink.errors import TinythinkError
+from tinythink.eval.run import Endpoint, local_endpoint, run_tasks, summarize
 from tinythink.eval.tasks import SEEDS, SUITE_VERSION, Task, suite
 
 
@@ -69,12 +71,45 @@ def run_suite(target: Target, tasks: list[Task], examples: dict, effort: str | N
     return results, info
 
 
-def evaluate(model: Target, reference: Target | None, suite_name: str, limit: int | None, effort: str | None,
-             out: Path, concurrency: int = 16, command: str = "") -> dict:
+def recorded(run: Path, tasks: list[Task], examples: dict, effort: str | None) -> tuple[dict, dict]:
+    """The model an earlier run evaluated, from its directory (results.json and samples.jsonl), scored on the same
+    test examples: a reference evaluated once serves every model compared with it."""
+    try:
+        earlier = json.loads((run / "results.json").read_text())
+        settings, models = earlier["settings"], earlier["models"]
+        rows: dict[str, dict] = {}
+        for line in (run / "samples.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            if row.pop("who") == "model":
+                rows.setdefault(row.pop("task"), {})[row["id"]] = row
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise TinythinkError(f"{run}: not the directory of a tinythink eval run ({e})") from None
+    if earlier.get("suite_version") != SUITE_VERSION or settings.get("generated_task_seed") != SEEDS["test"]:
+        raise TinythinkError(f"{run}: made by another version of the suite ({earlier.get('suite_version')}; this "
+                             f"one is {SUITE_VERSION}): evaluate the reference again")
+    if settings.get("effort") != effort:
+        raise TinythinkError(f"{run}: run with effort {settings.get('effort')}, this run asks {effort}")
+    scored = {}
+    for task in tasks:
+        by_id = rows.get(task.name, {})
+        missing = [e.id for e in examples[task.name] if e.id not in by_id]
+        if missing:
+            raise TinythinkError(f"{run}: has no {task.name} results for {len(missing)} of these examples (e.g. "
+                                 f"{missing[0]}): use that run's suite and the same --limit or less")
+        wall = earlier["tasks"][task.name]["model"]["speed"]["wall_s"]
+        scored[task.name] = summarize(task, [by_id[e.id] for e in examples[task.name]], wall)
+    return scored, {**models["model"], "recorded": str(run), "recorded_created": earlier.get("created")}
+
+
+def evaluate(model: Target, reference: Target | Path | None, suite_name: str, limit: int | None,
+             effort: str | None, out: Path, concurrency: int = 16, command: str = "") -> dict:
+    """`reference`: a model to run, or the directory of an earlier run that evaluated it on these examples."""
     tasks = suite(suite_name)
     examples = {t.name: t.examples("test", limit) for t in tasks}
+    earlier = recorded(reference, tasks, examples, effort) if isinstance(reference, Path) else None  # checked first
     print(f"evaluating {model.model} on {len(tasks)} tasks, {sum(map(len, examples.values()))} examples"
-          + (f"; then {reference.model} on the same" if reference else ""), file=sys.stderr, flush=True)
+          + (f"; then {reference.model} on the same" if isinstance(reference, Target) else ""), file=sys.stderr,
+          flush=True)
     scored, model_info = run_suite(model, tasks, examples, effort, concurrency)
     results = {"suite_version": SUITE_VERSION, "command": command,
                "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -85,7 +120,7 @@ def evaluate(model: Target, reference: Target | None, suite_name: str, limit: in
                             "temperature": 0, "concurrency": concurrency},
                "models": {"model": model_info}, "tasks": {name: {"model": r} for name, r in scored.items()}}
     if reference is not None:
-        ref_scored, ref_info = run_suite(reference, tasks, examples, effort, concurrency)
+        ref_scored, ref_info = earlier or run_suite(reference, tasks, examples, effort, concurrency)
         results["models"]["reference"] = ref_info
         groups: dict[str, list] = {}
         for name, r in ref_scored.items():

