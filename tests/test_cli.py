@@ -114,3 +114,27 @@ def test_safety_check_scores_the_readme_texts():
     assert not lookalike["flagged"] and not advice["flagged"] and "requires_human_review" in advice["also"]
     assert harmful["flagged"] and harmful["categories"]
     assert run("safety", "check").returncode != 0  # no texts: a clear error, not a crash
+
+
+def test_serve_says_when_its_kv_memory_shortens_the_context():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([TINYTHINK, "serve", "--port", str(port), "--max-batch", "4", "--kv-memory", "8M",
+                             "--no-safety"], stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        for line in proc.stderr:  # up to the line that says it is serving
+            lines.append(line)
+            if line.startswith("tinythink serving"):
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    warning = next(line for line in lines if "KV cache" in line)
+    # 8 MiB / (4 sequences x 30 layers x 2 x 192 floats x 4 bytes) = 45 tokens each
+    assert "holds 45 tokens for each of 4 sequences, not --context 2048" in warning
+    r = run("serve", "--kv-memory", "lots")
+    assert r.returncode == 2 and "expected a size such as 512M or 4G, got 'lots'" in r.stderr

@@ -292,12 +292,29 @@ def cmd_serve(args):
             loaded.name = args.name[i]
         if loaded.name in hosts:
             raise TinythinkError(f"two models would be served as {loaded.name!r}: give each a --name")
-        hosts[loaded.name] = ModelHost(loaded.name, LLM(loaded), max_batch=args.max_batch,
-                                       max_queue=args.max_queue, context=args.context)
+        hosts[loaded.name] = host = ModelHost(loaded.name, LLM(loaded), max_batch=args.max_batch,
+                                              max_queue=args.max_queue, context=args.context,
+                                              kv_budget_bytes=args.kv_memory)
+        if host.engine.context < args.context:  # the KV pool, not the model, is what limits it
+            print(f"tinythink: {loaded.name}: {args.kv_memory / 2**30:.1f} GiB of KV cache holds {host.engine.context} "
+                  f"tokens for each of {args.max_batch} sequences, not --context {args.context}: give more --kv-memory"
+                  f" or a smaller --max-batch", file=sys.stderr, flush=True)
     print(f"tinythink serving {', '.join(hosts)}: API at http://{args.host}:{args.port}/v1, "
           f"chat page at http://{args.host}:{args.port}/ (API keys {'required' if keys else 'off'})",
           file=sys.stderr, flush=True)
     uvicorn.run(create_app(hosts, settings), host=args.host, port=args.port, log_level="warning")
+
+
+def _size(text: str) -> int:
+    """Bytes from '512M', '4G', '1.5G' or a plain number."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    try:
+        value = float(text[:-1]) * units[text[-1].upper()] if text and text[-1].upper() in units else float(text)
+    except ValueError:
+        value = -1
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a size such as 512M or 4G, got {text!r}")
+    return int(value)
 
 
 def _int_list(text: str) -> list[int]:
@@ -371,8 +388,12 @@ def cmd_eval(args):
         return None
     _set_threads(args.threads)
     model = Target(args.model, args.endpoint, args.api_key, args.dtype, args.quantize)
+    if args.reference and args.reference_results:
+        raise TinythinkError("give --reference (a model to run) or --reference-results (an earlier run), not both")
     reference = Target(args.reference, args.reference_endpoint, args.reference_api_key, args.dtype,
                        args.reference_quantize) if args.reference else None
+    if args.reference_results:
+        reference = Path(args.reference_results)
     out = Path(args.out)
     results = evaluate(model, reference, args.suite, args.limit, args.effort, out, args.concurrency,
                        command="tinythink " + " ".join(sys.argv[1:]))
@@ -425,21 +446,26 @@ def cmd_make(args):
 def cmd_teach(args):
     from tinythink.compress.make import parse_duration
     from tinythink.teach.jobs import JOBS
-    from tinythink.teach.recipe import Teach, TeachSettings
+    from tinythink.teach.recipe import STAGES, Teach, TeachSettings
 
     jobs = tuple(args.jobs.split(",")) if args.jobs else tuple(JOBS)
     unknown = set(jobs) - set(JOBS)
     if unknown:
         raise TinythinkError(f"unknown jobs {', '.join(sorted(unknown))} (known: {', '.join(JOBS)})")
     stages = tuple(args.stages.split(","))
-    if set(stages) - {"write", "answer", "reason", "train"}:
-        raise TinythinkError("--stages takes write, answer, reason and train, comma-separated")
-    settings = TeachSettings(teacher=args.teacher, out=args.out, student=args.student, per_job=args.per_job,
+    if set(stages) - set(STAGES):
+        raise TinythinkError(f"--stages takes {', '.join(STAGES)}, comma-separated")
+    settings = TeachSettings(teacher=args.teacher, out=args.out, teacher_endpoint=args.teacher_endpoint,
+                             student=args.student, per_job=args.per_job,
                              problems=args.problems, samples=args.samples, concurrency=args.concurrency, rank=args.rank,
+                             alpha=args.alpha or 2.0 * args.rank,
                              epochs=args.epochs, max_time=parse_duration(args.max_time) if args.max_time else None,
                              jobs=jobs)
     _set_threads(args.threads)
-    results = Teach(settings).run(stages)
+    teach = Teach(settings)
+    results = teach.run(stages)
+    if args.ship:
+        results["ship"] = teach.ship(Path(args.ship))
     print(json.dumps(results, indent=1, default=str))
 
 
@@ -473,6 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=16, help="sequences decoded together (default 16)")
     p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 429 (default 64)")
     p.add_argument("--context", type=int, default=2048, help="tokens per sequence (default 2048)")
+    p.add_argument("--kv-memory", type=_size, default=1 << 30, metavar="SIZE",
+                   help="memory for the KV cache of all sequences together (default 1G): it can shorten --context")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="let web pages from this origin call the API (repeatable; '*' for any; default none)")
     p.add_argument("--thinking-budget", action="append", default=[], metavar="EFFORT=TOKENS",
@@ -601,17 +629,22 @@ def build_parser() -> argparse.ArgumentParser:
                                    "kept); the student learns the kept answers through a LoRA adapter. Every stage "
                                    "resumes where it stopped.")
     p.add_argument("--teacher", required=True, help="the teacher: a model name, GGUF file or HF directory")
+    p.add_argument("--teacher-endpoint", metavar="URL",
+                   help="the teacher served there already (e.g. by tinythink serve -m TEACHER), not loaded here")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--student", default=DEFAULT_MODEL)
-    p.add_argument("--stages", default="write,answer,reason,train")
+    p.add_argument("--stages", default="write,answer,reason,dev,train")
     p.add_argument("--jobs", help="comma-separated subset of the jobs (default all)")
     p.add_argument("--per-job", type=int, default=200, help="inputs per job (default 200)")
     p.add_argument("--problems", type=int, default=300, help="reasoning problems per generator (default 300)")
     p.add_argument("--samples", type=int, default=3, help="teacher samples where an answer must agree")
     p.add_argument("--concurrency", type=int, default=32, help="teacher requests in flight (its batch)")
     p.add_argument("--rank", type=int, default=32, help="LoRA rank")
+    p.add_argument("--alpha", type=float, help="LoRA alpha (default twice the rank)")
     p.add_argument("--epochs", type=float, default=2.0)
     p.add_argument("--max-time", help="stop training cleanly after this long; rerun to resume")
+    p.add_argument("--ship", metavar="DIR", help="then write the adapter there as a model: its files, the rows it "
+                                                 "learnt and card.json (tinythink-mini: tinythink/model/shipped/)")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_teach)
 
@@ -671,6 +704,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", help="the endpoint's API key")
     p.add_argument("--reference-endpoint", metavar="URL", help="the reference's endpoint, if it has one")
     p.add_argument("--reference-api-key", help="the reference endpoint's API key")
+    p.add_argument("--reference-results", metavar="DIR",
+                   help="compare with the model an earlier run evaluated (that run's --out) instead of running a "
+                        "reference: one teacher run serves every student")
     p.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
                    help="for models run here (default auto: bfloat16 on CPUs with native bfloat16, else float32)")
     p.add_argument("--quantize", type=int, choices=(8, 4), default=None, help="quantize the model run here")

@@ -70,7 +70,8 @@ def test_no_evaluation_test_item_is_an_input():
                   for e in TASKS[name].examples("test")}
     ours = [t for task, marker in (("sentiment", "Text: "), ("intent", "Request: "), ("summary", "sentence."))
             for _, t in inputs.dev_texts(task, marker)]
-    assert ours and not any(t in prompt for prompt in test_texts for t in ours[:200] if len(t) > 30)
+    assert ours and all(t.strip() for t in ours)  # the input itself, not what surrounds it in the prompt
+    assert not any(t in prompt for prompt in test_texts for t in ours[:200] if len(t) > 30)
     for dataset in traces.DATASETS:
         taken = traces.test_questions(dataset)
         assert all(p["entry"]["question"] not in taken for p in traces.problems(dataset, 60))
@@ -87,3 +88,19 @@ def test_the_writer_skips_what_is_done_and_survives_a_torn_line(tmp_path):
     assert set(again.done) == {"a"} and again.write({"id": "c", "hash": "h3"})
     assert [json.loads(line)["id"] for line in path.read_text().splitlines() if line.startswith('{"id": "a"') or
             line.startswith('{"id": "c", "hash": "h3"')] == ["a", "c"]
+
+
+def test_dev_answers_are_dev_examples_the_evaluation_scores_right():
+    from tinythink.eval.tasks import TASKS, in_split
+
+    rows = inputs.dev_answers({"sentiment": 5, "intent": 5, "boolq": 5, "arc_easy": 5, "summary": 2})
+    assert len(rows) == 22
+    for row in rows:
+        name, example_id = row["id"].split("/", 2)[1:]
+        task = TASKS[name]
+        assert in_split(name, example_id) == "dev"
+        (example,) = [e for e in task.examples("dev") if e.id == example_id]
+        assert row["messages"] == example.messages
+        assert task.score(example, row["completion"])[0] == 1.0  # the evaluation reads it as the right answer
+    with pytest.raises(ValueError, match="no annotated answer"):
+        inputs.dev_answers({"gsm8k": 1})

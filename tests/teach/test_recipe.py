@@ -3,10 +3,13 @@ generator, through the real server; rows with provenance, a resumed run that ask
 that loads onto the student."""
 
 import json
+import shutil
 
 import pytest
+import torch
 
 from tinythink.compress import lora
+from tinythink.errors import ModelFileError
 from tinythink.model.load import load_model
 from tinythink.teach.generate import kept, read_done
 from tinythink.teach.recipe import Teach, TeachSettings
@@ -17,8 +20,8 @@ def taught(tmp_path_factory):
     out = tmp_path_factory.mktemp("teach")
     settings = TeachSettings(teacher="smollm2-135m", out=str(out), per_job=4, problems=3, trace_tokens=96, samples=3,
                              concurrency=12, rank=4, epochs=1.0, jobs=("sentiment", "faq"),
-                             datasets=("basic_arithmetic",))
-    return out, settings, Teach(settings, progress=False).run(("answer", "reason", "train"))
+                             datasets=("basic_arithmetic",), dev_answers=(("sentiment", 3), ("arc_easy", 2)))
+    return out, settings, Teach(settings, progress=False).run(("answer", "reason", "dev", "train"))
 
 
 def test_kept_rows_carry_their_provenance(taught):
@@ -47,5 +50,22 @@ def test_the_adapter_loads_onto_the_student(taught):
     assert results["train"]["status"] == "done" and (out / "train" / "loss.png").is_file()
     config = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert config["r"] == 4 and config["base_model_name_or_path"] == "smollm2-135m"
-    model = lora.merge_adapter(load_model("smollm2-135m").model, out / "adapter")
-    assert model.config.n_layers == 30
+    assert results["train"]["rows"] == len(kept(out / "answers.jsonl")) + len(kept(out / "traces.jsonl")) + 5
+    assert results["dev"] == {"dev/sentiment": 3, "dev/arc_easy": 2}
+    merged = lora.merge_adapter(load_model("smollm2-135m").model, out / "adapter")
+    adapted = load_model(str(out / "adapter"))  # an adapter directory is a model: its base, merged
+    assert adapted.name == "adapter" and adapted.format == "gguf+lora" and adapted.tokenizer.vocab_size == 49152
+    ids = torch.tensor([[1, 504, 3458, 282, 4649, 314]])
+    with torch.no_grad():
+        assert torch.equal(adapted.model(ids), merged(ids))
+        assert not torch.allclose(adapted.model(ids), load_model("smollm2-135m").model(ids))  # it learnt something
+    assert load_model(str(out / "adapter"), quantize=8).model.config.quantization == {"bits": 8, "group_size": 0}
+
+
+def test_a_broken_adapter_says_what_is_wrong(taught, tmp_path):
+    out, _, _ = taught
+    broken = tmp_path / "broken"
+    shutil.copytree(out / "adapter", broken)
+    (broken / "adapter_config.json").write_text("{not json")
+    with pytest.raises(ModelFileError, match="not a readable adapter config"):
+        load_model(str(broken))

@@ -202,7 +202,8 @@ def table(results: list[dict]) -> str:
             if name.endswith("streams tok/s") and value is not None:  # with latency percentiles
                 stream = r["streams"][name.split()[0]]
                 cells[-1] += f" ({stream['p50_s']:.1f}/{stream['p95_s']:.1f})"
-        cells += [f"{r['tickets']['accuracy']:.2f}", f"{r['load_s']:.1f}"]
+        accuracy = r["tickets"]["accuracy"]  # None with --tickets 0
+        cells += ["—" if accuracy is None else f"{accuracy:.2f}", f"{r['load_s']:.1f}"]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

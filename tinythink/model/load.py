@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,8 @@ def load_model(ref: str, dtype: torch.dtype = torch.float32, quantize: int | Non
 def load_tokenizer(ref: str) -> Tokenizer:
     """The tokenizer alone, without the weights."""
     path = resolve(ref)
+    if path.is_dir() and (path / "adapter_config.json").is_file():
+        return load_tokenizer(adapter_base(path))
     if path.is_dir():
         return Tokenizer.from_hf_dir(path)
     return Tokenizer.from_gguf_metadata(GGUFFile(path).metadata, path)
@@ -118,6 +121,8 @@ def load_tokenizer(ref: str) -> Tokenizer:
 
 def _load(ref: str, dtype: torch.dtype, quantize: int | None, group_size: int) -> LoadedModel:
     path = resolve(ref)
+    if path.is_dir() and (path / "adapter_config.json").is_file():
+        return _load_adapted(ref, path, dtype, quantize, group_size)
     if path.is_dir():
         sd = load_state_dict(path)
         config = config_from_hf(path, sd)
@@ -141,3 +146,33 @@ def _load(ref: str, dtype: torch.dtype, quantize: int | None, group_size: int) -
     name = ref if ref in KNOWN_MODELS else path.stem  # a short id for the API, not general.name's free text
     return LoadedModel(model, Tokenizer.from_gguf_metadata(gguf.metadata, path), path, "gguf", name,
                        path.stat().st_size, gguf.tensor_types(), gguf.metadata.get("general.license"))
+
+
+def adapter_base(path: Path) -> str:
+    """The base model a PEFT adapter directory names (a known model's name, or a path)."""
+    try:
+        base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelFileError(path, f"not a readable adapter config ({e})") from None
+    if base in KNOWN_MODELS or Path(base).is_absolute():
+        return base
+    return str(path / base) if (path / base).exists() else base
+
+
+def _load_adapted(ref: str, path: Path, dtype: torch.dtype, quantize: int | None, group_size: int) -> LoadedModel:
+    """A LoRA adapter directory: its base model in float32, the adapter merged into its weights, then cast or
+    quantized as asked (so a quantized adapted model is quantized from the merged weights)."""
+    from tinythink.compress.lora import merge_adapter
+
+    base = _load(adapter_base(path), torch.float32, None, group_size)
+    if base.model.config.quantization:
+        raise ModelFileError(path, f"its base {base.path} is stored quantized: an adapter merges into float weights")
+    with torch.no_grad():
+        merge_adapter(base.model, path)
+    if quantize:
+        quantize_model(base.model, quantize, group_size)
+    else:
+        base.model.to(dtype)
+    adapter_bytes = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    return LoadedModel(base.model, base.tokenizer, path, base.format + "+lora", ref if ref in KNOWN_MODELS else
+                       path.name, base.file_bytes + adapter_bytes, base.tensor_types, base.license)

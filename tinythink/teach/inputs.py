@@ -81,7 +81,7 @@ def evaluation_dev(task: str) -> list:
 
 def dev_texts(task: str, marker: str) -> list[tuple[str, str]]:
     """(id, the input text) of an evaluation task's dev examples: the part of the prompt after `marker`."""
-    return [(f"eval-{task}-{e.id}", e.messages[-1]["content"].split(marker, 1)[-1].split("\n\n")[0].strip())
+    return [(f"eval-{task}-{e.id}", e.messages[-1]["content"].split(marker, 1)[-1].strip().split("\n\n")[0])
             for e in evaluation_dev(task)]
 
 
@@ -117,3 +117,31 @@ def chat_items(limit: int, seed: int = 0) -> list[dict]:
     records = [r for r in corpus.records(["sciq", "jeopardy"]) if not corpus.held_out(r.id)]
     random.Random(seed).shuffle(records)
     return [{"id": r.id, "text": r.messages[-1]["content"]} for r in records[:limit]]
+
+
+# the evaluation tasks whose dev examples are learnt with their annotated answers, and how many of each: the light
+# suite's (labels, choices, one-sentence summaries) and the reasoning suite's multiple-choice ones
+DEV_ANSWERS = {"sentiment": 150, "intent": 150, "summary": 40, "piqa": 100, "boolq": 100, "arc_easy": 80,
+               "arc_challenge": 80, "csqa": 80, "openbookqa": 80}
+
+
+def dev_answers(per_task: dict[str, int] = DEV_ANSWERS, seed: int = 0) -> list[dict]:
+    """Evaluation dev examples (never test ones, by the split rule) with their datasets' own answers, in the
+    evaluation's prompt format, written as the evaluation reads them: the label, the option's letter (or word),
+    the reference summary. Human annotations, so they need no teacher and no agreement."""
+    from tinythink.eval.tasks import TASKS
+
+    rows = []
+    for name, n in per_task.items():
+        task, examples = TASKS[name], evaluation_dev(name)
+        random.Random(f"{seed}-{name}").shuffle(examples)
+        for e in examples[:n]:
+            if task.kind == "choice":
+                answer = task.labels[e.gold].capitalize() if task.labels else "ABCDEFGHIJ"[e.gold]
+            elif task.kind in ("label", "summary"):
+                answer = e.gold
+            else:
+                raise ValueError(f"{name}: a {task.kind} task has no annotated answer to learn")
+            rows.append({"id": f"dev/{name}/{e.id}", "job": f"dev/{name}", "messages": e.messages,
+                         "completion": answer, "source": f"{name} dev split, annotated answer"})
+    return rows

@@ -4,6 +4,7 @@ LoRA adapter. Stages, each resumable, under the output directory:
 - write:  the teacher writes inputs from seeds (tickets, reviews, emails, notes)           -> write.jsonl
 - answer: the jobs' inputs (packaged and written) answered, checked, samples agreeing     -> answers.jsonl
 - reason: reasoning problems solved step by step, only correct traces kept                  -> traces.jsonl
+- dev:    the evaluation's dev examples with their datasets' own answers (no teacher)       -> dev.jsonl
 - train:  the student learns the kept answers (completion tokens only) through LoRA         -> adapter/
 
 Every kept row records its teacher (file sha256), prompt, settings and source. The teacher's text is the
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,10 +25,14 @@ from tinythink.teach import generate, inputs, traces
 from tinythink.teach.jobs import JOBS, Job, _json
 
 
+STAGES = ("write", "answer", "reason", "dev", "train")
+
+
 @dataclass
 class TeachSettings:
     teacher: str
     out: str
+    teacher_endpoint: str | None = None  # the teacher already served there (as `teacher`), instead of loading it
     student: str = "smollm2-135m"
     per_job: int = 200  # inputs per job
     problems: int = 300  # reasoning problems per generator
@@ -43,6 +49,7 @@ class TeachSettings:
     max_time: float | None = None
     jobs: tuple[str, ...] = tuple(JOBS)
     datasets: tuple[str, ...] = traces.DATASETS  # reasoning generators
+    dev_answers: tuple[tuple[str, int], ...] = tuple(inputs.DEV_ANSWERS.items())  # (task, examples) for `dev`
     seed: int = 0
 
 
@@ -209,6 +216,15 @@ class Teach:
                                            self.s.concurrency, dataset, self.progress)
         return totals
 
+    def dev(self):
+        """The evaluation's dev examples with their annotated answers, in its prompt format."""
+        writer = generate.Writer(self.out / "dev.jsonl")
+        counts = {}
+        for row in inputs.dev_answers(dict(self.s.dev_answers), self.s.seed):
+            counts[row["job"]] = counts.get(row["job"], 0) + writer.write(
+                {**row, "hash": generate.text_hash(json.dumps(row["messages"]) + row["completion"])})
+        return counts
+
     def train(self):
         """The student learns every kept row (completion tokens only) through a LoRA adapter."""
         import math
@@ -222,9 +238,9 @@ class Teach:
         from tinythink.model.load import load_model
         from tinythink.text.chat_template import ChatTemplate
 
-        rows = [*generate.kept(self.out / "answers.jsonl"), *generate.kept(self.out / "traces.jsonl")]
+        rows = [r for name in ("answers", "traces", "dev") for r in generate.kept(self.out / f"{name}.jsonl")]
         if not rows:
-            raise TinythinkError(f"{self.out}: nothing to learn yet (run the answer and reason stages first)")
+            raise TinythinkError(f"{self.out}: nothing to learn yet (run the answer, reason or dev stages first)")
         student = load_model(self.s.student, torch.float32)
         tok = student.tokenizer
         template = ChatTemplate(tok.chat_template, tok.bos_token, tok.eos_token)
@@ -240,17 +256,59 @@ class Teach:
         lora.save_adapter(model, self.out / "adapter", self.s.student)
         return {**summary, "rows": len(rows), "sequences": len(data)}
 
-    def run(self, stages=("write", "answer", "reason", "train")) -> dict:
-        from tinythink.eval.run import local_endpoint
+    def ship(self, dest: Path) -> dict:
+        """The adapter as a model that ships: its two PEFT files, the rows it learnt (gzipped JSONL, provenance
+        and all) and card.json (teacher, settings, rows per job, training summary, the adapter's sha256)."""
+        import gzip
+        import hashlib
+        import shutil
 
+        adapter = self.out / "adapter"
+        if not (adapter / "adapter_model.safetensors").is_file():
+            raise TinythinkError(f"{self.out}: no adapter to ship yet (run the train stage first)")
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            shutil.copyfile(adapter / name, dest / name)
+        rows = [r for name in ("answers", "traces", "dev") for r in generate.kept(self.out / f"{name}.jsonl")]
+        with gzip.open(dest / "training.jsonl.gz", "wt", compresslevel=9) as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        record = json.loads((self.out / "record.json").read_text()) if (self.out / "record.json").is_file() else {}
+        jobs: dict[str, int] = {}
+        for r in rows:
+            jobs[r["job"]] = jobs.get(r["job"], 0) + 1
+        card = {"base": self.s.student, "teacher": Path(self.s.teacher).name, "teacher_sha256": self.sha,
+                "settings": {k: v for k, v in asdict(self.s).items() if k not in ("teacher", "out", "teacher_endpoint")},
+                "rows": jobs, "train": record.get("train"),
+                "adapter_sha256": hashlib.sha256((dest / "adapter_model.safetensors").read_bytes()).hexdigest()}
+        (dest / "card.json").write_text(json.dumps(card, indent=1, default=str))
+        return card
+
+    @contextmanager
+    def teacher(self):
+        """The teacher's endpoint: loaded here and served on a free port, or the one it is served at (one teacher
+        server can answer the teaching and its own evaluation at once, in the same batches)."""
+        from tinythink.eval.run import Endpoint, local_endpoint
+
+        if self.s.teacher_endpoint:
+            client = Endpoint(self.s.teacher_endpoint, "").client
+            served = [m.id for m in client.models.list().data]
+            yield Endpoint(self.s.teacher_endpoint, served[0], concurrency=self.s.concurrency)
+        else:
+            with local_endpoint(self.s.teacher, max_batch=self.s.concurrency, context=2048) as (endpoint, _):
+                yield endpoint
+
+    def run(self, stages=STAGES) -> dict:
         (self.out / "teach.json").write_text(json.dumps({**asdict(self.s), "teacher_sha256": self.sha}, indent=1))
         results = {}
         needs_teacher = [s for s in stages if s in ("write", "answer", "reason")]
         if needs_teacher:
-            with local_endpoint(self.s.teacher, max_batch=self.s.concurrency, context=2048) as (endpoint, _):
+            with self.teacher() as endpoint:
                 for stage in needs_teacher:
                     print(f"[{stage}]", file=sys.stderr, flush=True)
                     results[stage] = dict(getattr(self, stage)(endpoint))
+        if "dev" in stages:
+            print("[dev]", file=sys.stderr, flush=True)
+            results["dev"] = self.dev()
         if "train" in stages:
             print("[train]", file=sys.stderr, flush=True)
             results["train"] = self.train()
