@@ -1,17 +1,18 @@
-"""Shared fixtures: the real default model, and transformers' own reading of the same file."""
+"""Shared fixtures: the real default model's base (SmolLM2-135M-Instruct's GGUF), and transformers' own reading of
+the same file."""
 
 import pytest
 import torch
 
 from tinythink.model.load import load_model
-from tinythink.model.registry import DEFAULT_MODEL, resolve
+from tinythink.model.registry import BASE_MODEL, resolve
 
 torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="session")
 def default_gguf():
-    return resolve(DEFAULT_MODEL)
+    return resolve(BASE_MODEL)
 
 
 @pytest.fixture(scope="session")

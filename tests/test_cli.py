@@ -34,8 +34,9 @@ def test_info_prints_the_real_figures():
 def test_list_shows_the_default_model_installed():
     r = run("list")
     assert r.returncode == 0
-    line = next(line for line in r.stdout.splitlines() if line.startswith("smollm2-135m"))
-    assert " yes " in line
+    for name in ("smollm2-135m", "tinythink-mini"):
+        line = next(line for line in r.stdout.splitlines() if line.startswith(name))
+        assert " yes " in line
 
 
 def test_chat_keeps_history_and_obeys_commands():
@@ -46,7 +47,7 @@ def test_chat_keeps_history_and_obeys_commands():
     replies = [line for line in r.stdout.splitlines() if line.strip()]
     assert len(replies) >= 3
     assert "Paris" in replies[0]
-    assert "Paris" in replies[1]  # "its" is resolved only from the history
+    assert "Paris" in replies[1] or "Eiffel" in replies[1]  # "its" is resolved only from the history
     assert "system prompt set" in r.stderr and "[conversation cleared]" in r.stderr
 
 
@@ -135,6 +136,6 @@ def test_serve_says_when_its_kv_memory_shortens_the_context():
         proc.wait()
     warning = next(line for line in lines if "KV cache" in line)
     # 8 MiB / (4 sequences x 30 layers x 2 x 192 floats x 4 bytes) = 45 tokens each
-    assert "holds 45 tokens for each of 4 sequences, not --context 2048" in warning
+    assert "45 tokens per sequence, not --context 2048: 8 MiB of KV cache holds that for each of 4" in warning
     r = run("serve", "--kv-memory", "lots")
     assert r.returncode == 2 and "expected a size such as 512M or 4G, got 'lots'" in r.stderr

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from tinythink.errors import TinythinkError
-from tinythink.model.registry import DEFAULT_MODEL, KNOWN_MODELS
+from tinythink.model.registry import BASE_MODEL, DEFAULT_MODEL, KNOWN_MODELS
 
 DTYPES = ("float32", "bfloat16")
 
@@ -295,10 +295,12 @@ def cmd_serve(args):
         hosts[loaded.name] = host = ModelHost(loaded.name, LLM(loaded), max_batch=args.max_batch,
                                               max_queue=args.max_queue, context=args.context,
                                               kv_budget_bytes=args.kv_memory)
-        if host.engine.context < args.context:  # the KV pool, not the model, is what limits it
-            print(f"tinythink: {loaded.name}: {args.kv_memory / 2**30:.1f} GiB of KV cache holds {host.engine.context} "
-                  f"tokens for each of {args.max_batch} sequences, not --context {args.context}: give more --kv-memory"
-                  f" or a smaller --max-batch", file=sys.stderr, flush=True)
+        if host.engine.context < args.context:  # the model's own limit, or the KV pool's
+            why = f"the model's context is {loaded.config.max_seq_len}" if args.kv_memory is None else \
+                f"{args.kv_memory / 2**20:,.0f} MiB of KV cache holds that for each of {args.max_batch} sequences " \
+                "(give more --kv-memory or a smaller --max-batch)"
+            print(f"tinythink: {loaded.name}: {host.engine.context} tokens per sequence, not --context {args.context}: "
+                  f"{why}", file=sys.stderr, flush=True)
     print(f"tinythink serving {', '.join(hosts)}: API at http://{args.host}:{args.port}/v1, "
           f"chat page at http://{args.host}:{args.port}/ (API keys {'required' if keys else 'off'})",
           file=sys.stderr, flush=True)
@@ -499,8 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=16, help="sequences decoded together (default 16)")
     p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 429 (default 64)")
     p.add_argument("--context", type=int, default=2048, help="tokens per sequence (default 2048)")
-    p.add_argument("--kv-memory", type=_size, default=1 << 30, metavar="SIZE",
-                   help="memory for the KV cache of all sequences together (default 1G): it can shorten --context")
+    p.add_argument("--kv-memory", type=_size, default=None, metavar="SIZE",
+                   help="memory for the KV cache of all sequences together (e.g. 512M; default: enough for "
+                        "--max-batch sequences of --context tokens); less shortens the context")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="let web pages from this origin call the API (repeatable; '*' for any; default none)")
     p.add_argument("--thinking-budget", action="append", default=[], metavar="EFFORT=TOKENS",
@@ -632,7 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-endpoint", metavar="URL",
                    help="the teacher served there already (e.g. by tinythink serve -m TEACHER), not loaded here")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--student", default=DEFAULT_MODEL)
+    p.add_argument("--student", default=BASE_MODEL, help=f"the model taught (default {BASE_MODEL})")
     p.add_argument("--stages", default="write,answer,reason,dev,train")
     p.add_argument("--jobs", help="comma-separated subset of the jobs (default all)")
     p.add_argument("--per-job", type=int, default=200, help="inputs per job (default 200)")
@@ -671,7 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "transformers on the same model, each in its own process, side by side in "
                                    "one run. Prints Markdown tables: the figures, then each tinythink variant "
                                    "against the best llama.cpp figure.")
-    p.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"model reference (default {DEFAULT_MODEL})")
+    p.add_argument("-m", "--model", default=BASE_MODEL,
+                   help=f"model reference (default {BASE_MODEL}, tinythink-mini's base: llama.cpp runs its file)")
     p.add_argument("--variants", type=lambda t: t.split(","), default=list(BENCH_VARIANTS[:4]),
                    help="comma-separated: float32,bfloat16,int8,int4 (default), float32-unpacked (PyTorch's "
                         "default float32 kernels), and the runtimes to compare with: llama.cpp "

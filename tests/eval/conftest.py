@@ -21,7 +21,7 @@ def served():
     tests/serve/test_safety_api.py covers: replies then equal a local run's)."""
     port = free_port()
     key = "eval-key"
-    server = subprocess.Popen([sys.executable, "-m", "tinythink.cli", "serve", "--port", str(port), "--dtype",
+    server = subprocess.Popen([sys.executable, "-m", "tinythink.cli", "serve", "-m", "smollm2-135m", "--port", str(port), "--dtype",
                                "float32", "--api-key", key, "--no-safety"], stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:

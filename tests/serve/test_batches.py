@@ -21,7 +21,7 @@ class Server:
     def __init__(self, data_dir, *extra):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "tinythink.cli", "serve", "--port", str(self.port),
+        self.proc = subprocess.Popen([sys.executable, "-m", "tinythink.cli", "serve", "-m", MODEL, "--port", str(self.port),
                                       "--api-key", KEY, "--data-dir", str(data_dir), "--context", "512",
                                       "--dtype", "float32", "--no-safety", *extra], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)

