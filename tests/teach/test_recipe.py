@@ -2,6 +2,8 @@
 generator, through the real server; rows with provenance, a resumed run that asks nothing again, and an adapter
 that loads onto the student."""
 
+import gzip
+import hashlib
 import json
 import shutil
 
@@ -60,6 +62,22 @@ def test_the_adapter_loads_onto_the_student(taught):
         assert torch.equal(adapted.model(ids), merged(ids))
         assert not torch.allclose(adapted.model(ids), load_model("smollm2-135m").model(ids))  # it learnt something
     assert load_model(str(out / "adapter"), quantize=8).model.config.quantization == {"bits": 8, "group_size": 0}
+
+
+def test_the_adapter_ships_as_a_model_with_its_rows_and_card(taught, tmp_path):
+    out, settings, results = taught
+    card = Teach(settings, progress=False).ship(tmp_path / "shipped")
+    with gzip.open(tmp_path / "shipped" / "training.jsonl.gz", "rt") as f:
+        rows = [json.loads(line) for line in f]
+    assert len(rows) == sum(card["rows"].values()) == results["train"]["rows"] and card["rows"]["dev/sentiment"] == 3
+    assert card["adapter_sha256"] == hashlib.sha256((out / "adapter" / "adapter_model.safetensors").read_bytes()
+                                                    ).hexdigest()
+    assert card["train"]["status"] == "done" and card["train"]["rows"] == len(rows)  # after a later partial run too
+    assert all(r["teacher_sha256"] == card["teacher_sha256"] for r in rows if not r["job"].startswith("dev/"))
+    shipped = load_model(str(tmp_path / "shipped"))
+    with torch.no_grad():
+        ids = torch.tensor([[1, 504, 3458]])
+        assert torch.equal(shipped.model(ids), load_model(str(out / "adapter")).model(ids))
 
 
 def test_a_broken_adapter_says_what_is_wrong(taught, tmp_path):

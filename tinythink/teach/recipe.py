@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -225,6 +226,10 @@ class Teach:
                 {**row, "hash": generate.text_hash(json.dumps(row["messages"]) + row["completion"])})
         return counts
 
+    def learnt(self) -> list[dict]:
+        """Every row the student learns: the teacher's kept answers and traces, and the dev answers."""
+        return [r for name in ("answers", "traces", "dev") for r in generate.kept(self.out / f"{name}.jsonl")]
+
     def train(self):
         """The student learns every kept row (completion tokens only) through a LoRA adapter."""
         import math
@@ -238,7 +243,7 @@ class Teach:
         from tinythink.model.load import load_model
         from tinythink.text.chat_template import ChatTemplate
 
-        rows = [r for name in ("answers", "traces", "dev") for r in generate.kept(self.out / f"{name}.jsonl")]
+        rows = self.learnt()
         if not rows:
             raise TinythinkError(f"{self.out}: nothing to learn yet (run the answer, reason or dev stages first)")
         student = load_model(self.s.student, torch.float32)
@@ -254,7 +259,9 @@ class Teach:
                                  micro_batch=4, accumulate=2, eval_every=25, eval_batches=8, save_every=10)
         summary = train(model, LanguageModeling(), data, heldout, settings, self.out / "train", self.progress)
         lora.save_adapter(model, self.out / "adapter", self.s.student)
-        return {**summary, "rows": len(rows), "sequences": len(data)}
+        summary = {**summary, "rows": len(rows), "sequences": len(data)}
+        (self.out / "adapter" / "train.json").write_text(json.dumps(summary, indent=1, default=str))
+        return summary
 
     def ship(self, dest: Path) -> dict:
         """The adapter as a model that ships: its two PEFT files, the rows it learnt (gzipped JSONL, provenance
@@ -269,16 +276,14 @@ class Teach:
         dest.mkdir(parents=True, exist_ok=True)
         for name in ("adapter_config.json", "adapter_model.safetensors"):
             shutil.copyfile(adapter / name, dest / name)
-        rows = [r for name in ("answers", "traces", "dev") for r in generate.kept(self.out / f"{name}.jsonl")]
+        rows = self.learnt()
         with gzip.open(dest / "training.jsonl.gz", "wt", compresslevel=9) as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        record = json.loads((self.out / "record.json").read_text()) if (self.out / "record.json").is_file() else {}
-        jobs: dict[str, int] = {}
-        for r in rows:
-            jobs[r["job"]] = jobs.get(r["job"], 0) + 1
+        trained = adapter / "train.json"  # written with the adapter, so a later run's record cannot lose it
+        jobs = Counter(r["job"] for r in rows)
         card = {"base": self.s.student, "teacher": Path(self.s.teacher).name, "teacher_sha256": self.sha,
                 "settings": {k: v for k, v in asdict(self.s).items() if k not in ("teacher", "out", "teacher_endpoint")},
-                "rows": jobs, "train": record.get("train"),
+                "rows": jobs, "train": json.loads(trained.read_text()) if trained.is_file() else None,
                 "adapter_sha256": hashlib.sha256((dest / "adapter_model.safetensors").read_bytes()).hexdigest()}
         (dest / "card.json").write_text(json.dumps(card, indent=1, default=str))
         return card
