@@ -392,10 +392,9 @@ def cmd_eval(args):
     model = Target(args.model, args.endpoint, args.api_key, args.dtype, args.quantize)
     if args.reference and args.reference_results:
         raise TinythinkError("give --reference (a model to run) or --reference-results (an earlier run), not both")
-    reference = Target(args.reference, args.reference_endpoint, args.reference_api_key, args.dtype,
-                       args.reference_quantize) if args.reference else None
-    if args.reference_results:
-        reference = Path(args.reference_results)
+    reference = Path(args.reference_results) if args.reference_results else Target(
+        args.reference, args.reference_endpoint, args.reference_api_key, args.dtype,
+        args.reference_quantize) if args.reference else None
     out = Path(args.out)
     results = evaluate(model, reference, args.suite, args.limit, args.effort, out, args.concurrency,
                        command="tinythink " + " ".join(sys.argv[1:]))

@@ -15,7 +15,7 @@ from tinythink.model.gguf_file import GGUFFile
 from tinythink.model.hf_checkpoint import config_from_hf, load_state_dict, save_hf_dir
 from tinythink.model.memory import release_free_memory
 from tinythink.model.quantize import quantize_model, quantize_tensors, run_rest_in, swap_to_quantized
-from tinythink.model.registry import KNOWN_MODELS, resolve
+from tinythink.model.registry import KNOWN_MODELS, is_adapter, resolve
 from tinythink.model.transformer import Transformer
 from tinythink.text.tokenizer import Tokenizer
 
@@ -112,7 +112,7 @@ def load_model(ref: str, dtype: torch.dtype = torch.float32, quantize: int | Non
 def load_tokenizer(ref: str) -> Tokenizer:
     """The tokenizer alone, without the weights."""
     path = resolve(ref)
-    if path.is_dir() and (path / "adapter_config.json").is_file():
+    if is_adapter(path):
         return load_tokenizer(adapter_base(path))
     if path.is_dir():
         return Tokenizer.from_hf_dir(path)
@@ -121,7 +121,7 @@ def load_tokenizer(ref: str) -> Tokenizer:
 
 def _load(ref: str, dtype: torch.dtype, quantize: int | None, group_size: int) -> LoadedModel:
     path = resolve(ref)
-    if path.is_dir() and (path / "adapter_config.json").is_file():
+    if is_adapter(path):
         return _load_adapted(ref, path, dtype, quantize, group_size)
     if path.is_dir():
         sd = load_state_dict(path)

@@ -42,6 +42,11 @@ class KnownModel:
 SHIPPED = Path(__file__).with_name("shipped")
 
 
+def is_adapter(path: Path) -> bool:
+    """A PEFT adapter directory: a model made of its base and the adapter merged into it."""
+    return path.is_dir() and (path / "adapter_config.json").is_file()
+
+
 @dataclass(frozen=True)
 class ShippedModel:
     """A model whose own files ship inside tinythink: a LoRA adapter (PEFT format) over a known base model, merged
@@ -56,7 +61,7 @@ class ShippedModel:
 
     def locate(self) -> Path | None:
         path = SHIPPED / self.name
-        return path if (path / "adapter_config.json").is_file() else None
+        return path if is_adapter(path) else None
 
 
 KNOWN_MODELS = {

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tinythink.errors import TinythinkError
+from tinythink.model.registry import BASE_MODEL
 from tinythink.teach import generate, inputs, traces
 from tinythink.teach.jobs import JOBS, Job, _json
 
@@ -34,7 +35,7 @@ class TeachSettings:
     teacher: str
     out: str
     teacher_endpoint: str | None = None  # the teacher already served there (as `teacher`), instead of loading it
-    student: str = "smollm2-135m"
+    student: str = BASE_MODEL
     per_job: int = 200  # inputs per job
     problems: int = 300  # reasoning problems per generator
     trace_tokens: int = 400  # the most tokens a worked solution may take
@@ -220,11 +221,11 @@ class Teach:
     def dev(self):
         """The evaluation's dev examples with their annotated answers, in its prompt format."""
         writer = generate.Writer(self.out / "dev.jsonl")
-        counts = {}
+        counts = Counter()
         for row in inputs.dev_answers(dict(self.s.dev_answers), self.s.seed):
-            counts[row["job"]] = counts.get(row["job"], 0) + writer.write(
+            counts[row["job"]] += writer.write(
                 {**row, "hash": generate.text_hash(json.dumps(row["messages"]) + row["completion"])})
-        return counts
+        return dict(counts)
 
     def learnt(self) -> list[dict]:
         """Every row the student learns: the teacher's kept answers and traces, and the dev answers."""
@@ -295,9 +296,9 @@ class Teach:
         from tinythink.eval.run import Endpoint, local_endpoint
 
         if self.s.teacher_endpoint:
-            client = Endpoint(self.s.teacher_endpoint, "").client
-            served = [m.id for m in client.models.list().data]
-            yield Endpoint(self.s.teacher_endpoint, served[0], concurrency=self.s.concurrency)
+            endpoint = Endpoint(self.s.teacher_endpoint, "", concurrency=self.s.concurrency)
+            endpoint.model = endpoint.client.models.list().data[0].id  # the model that server serves
+            yield endpoint
         else:
             with local_endpoint(self.s.teacher, max_batch=self.s.concurrency, context=2048) as (endpoint, _):
                 yield endpoint
