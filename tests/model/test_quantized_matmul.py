@@ -1,7 +1,10 @@
 """tinythink's kernels for int8/int4 weights with float32 activations (model/quantized_matmul.py) against the
 same weights dequantized and multiplied by PyTorch, on each of its paths: weights dequantized in registers (tiles of
 2 rows, and a remainder), a few weight rows at a time into a buffer (rows in vectors of 8, and a remainder), and
-the many-row path (dequantized in blocks for PyTorch's product)."""
+the many-row path (dequantized in blocks for PyTorch's product), and the bfloat16 path (weights in bfloat16
+for PyTorch's bfloat16 product) that CPUs with native bfloat16 take from BFLOAT16_ROWS rows."""
+
+import threading
 
 import pytest
 import torch
@@ -24,25 +27,46 @@ def rel_err(a, b):
 @pytest.mark.parametrize("make", [Int8Linear.from_weight, lambda w: Int4Linear.from_weight(w, group_size=32),
                                   lambda w: Int4Linear.from_weight(w, group_size=128)], ids=["int8", "int4g32", "int4g128"])
 @pytest.mark.parametrize("inputs", [128, 1536])
-def test_products_equal_dequantized_weights(rows, make, inputs):
+@pytest.mark.parametrize("bfloat16", [False, True], ids=["float32", "bfloat16"])
+def test_products_equal_dequantized_weights(rows, make, inputs, bfloat16):
     g = torch.Generator().manual_seed(rows * inputs)
     q = make(torch.randn(72, inputs, generator=g))
     x = torch.randn(rows, inputs, generator=g)
+    got = _product(q, x, bfloat16)
+    # bfloat16: the activations and the product rounded to 8 significant bits (at most 2^-9 relative each)
+    assert got.shape == (rows, 72) and rel_err(got, x @ q.dequantize().t()) < (3e-3 if bfloat16 else 1e-5)
+
+
+def _product(q, x, bfloat16):
     if isinstance(q, Int8Linear):
-        got = quantized_matmul.int8_matmul(x, q.weight, q.scales)
-    else:
-        got = quantized_matmul.int4_matmul(x, q.weight, q.scales_mins, q.group_size)
-    assert got.shape == (rows, 72) and rel_err(got, x @ q.dequantize().t()) < 1e-5
+        return quantized_matmul.int8_matmul(x, q.weight, q.scales, bfloat16=bfloat16)
+    return quantized_matmul.int4_matmul(x, q.weight, q.scales_mins, q.group_size, bfloat16=bfloat16)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bfloat16_products_from_bfloat16_rows_where_the_cpu_has_them_except_for_heads(native, monkeypatch):
+    monkeypatch.setattr(quantized_matmul.native, "native_bfloat16", lambda: native)
+    g = torch.Generator().manual_seed(2)
+    q = Int8Linear.from_weight(torch.randn(72, 256, generator=g))
+    few, many = (torch.randn(n, 256, generator=g) for n in (quantized_matmul.BFLOAT16_ROWS - 1,
+                                                             quantized_matmul.BFLOAT16_ROWS))
+    assert torch.equal(q(few), _product(q, few, False))
+    assert torch.equal(q(many), _product(q, many, native))
+    assert not torch.equal(_product(q, many, False), _product(q, many, True))
+    q.bfloat16_products = False  # as an output head is
+    assert torch.equal(q(many), _product(q, many, False))
 
 
 @pytest.mark.parametrize("make", [Int8Linear.from_weight, lambda w: Int4Linear.from_weight(w, group_size=32)])
-def test_many_rows_in_blocks_of_a_weight(make, monkeypatch):
+@pytest.mark.parametrize("bfloat16", [False, True], ids=["float32", "bfloat16"])
+def test_many_rows_in_blocks_of_a_weight(make, bfloat16, monkeypatch):
     """A vocabulary-wide head is dequantized a block of rows at a time, not whole (113 MB for SmolLM2's)."""
     monkeypatch.setattr(quantized_matmul, "SCRATCH_FLOATS", 7 * 96)
+    monkeypatch.setattr(quantized_matmul.native, "native_bfloat16", lambda: bfloat16)
     g = torch.Generator().manual_seed(1)
     q, x = make(torch.randn(40, 96, generator=g)), torch.randn(70, 96, generator=g)
     got = q(x)
-    assert rel_err(got, x @ q.dequantize().t()) < 1e-5
+    assert rel_err(got, x @ q.dequantize().t()) < (3e-3 if bfloat16 else 1e-5)
 
 
 def test_layers_run_on_the_kernels_with_float32_inputs_and_on_pytorch_otherwise():
@@ -59,3 +83,13 @@ def test_layers_run_on_the_kernels_with_float32_inputs_and_on_pytorch_otherwise(
     assert not quantized_matmul.supports(xo, 48, odd.scales)
     assert not quantized_matmul.supports(torch.randn(3, 64), 64, odd.scales.float())  # scales made float32
     assert rel_err(odd(xo), xo @ odd.dequantize().t() + odd.bias.float()) < 1e-2
+
+
+def test_bfloat16_scratch_made_in_inference_mode_serves_outside_it(monkeypatch):
+    monkeypatch.setattr(quantized_matmul.native, "native_bfloat16", lambda: True)
+    monkeypatch.setattr(quantized_matmul, "_scratch", threading.local())
+    q = Int8Linear.from_weight(torch.randn(72, 256))
+    x = torch.randn(quantized_matmul.BFLOAT16_ROWS, 256)
+    with torch.inference_mode():
+        first = q(x)
+    assert torch.equal(q(x), first)  # the buffer is a normal tensor, written in place here too

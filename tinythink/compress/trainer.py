@@ -88,7 +88,7 @@ def device() -> torch.device:
 
 
 def autocast_dtype(precision: str, dev: torch.device) -> torch.dtype | None:
-    from tinythink.model.load import native_bfloat16
+    from tinythink.model.native import native_bfloat16
 
     if precision == "float32":
         return None

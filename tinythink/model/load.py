@@ -14,6 +14,7 @@ from tinythink.model.config import ModelConfig
 from tinythink.model.gguf_file import GGUFFile
 from tinythink.model.hf_checkpoint import config_from_hf, load_state_dict, save_hf_dir
 from tinythink.model.memory import release_free_memory
+from tinythink.model.native import native_bfloat16
 from tinythink.model.quantize import quantize_model, quantize_tensors, run_rest_in, swap_to_quantized
 from tinythink.model.registry import KNOWN_MODELS, is_adapter, resolve
 from tinythink.model.transformer import Transformer
@@ -40,16 +41,6 @@ class LoadedModel:
         bos = self.tokenizer.token_id(self.tokenizer.bos_token) if self.tokenizer.bos_token else None
         save_hf_dir(self.model, path, bos, eos)
         self.tokenizer.save_hf(path)
-
-
-def native_bfloat16() -> bool:
-    """Does this CPU compute in bfloat16 natively (AVX512-BF16 or AMX)? Without it, bfloat16 matmuls are
-    emulated and several times slower than float32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def dtype_named(name: str) -> torch.dtype:

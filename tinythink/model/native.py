@@ -40,6 +40,17 @@ def _cpu_identity() -> str:
         return platform.processor() + platform.machine()
 
 
+@cache
+def native_bfloat16() -> bool:
+    """Does this CPU compute in bfloat16 natively (AVX512-BF16 or AMX)? Without it, bfloat16 matmuls are
+    emulated and several times slower than float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def _text_with_includes(source: Path) -> str:
     """The source and, after it, every kernel source it includes (`#include "name.c"`), for the cache key."""
     text = source.read_text()

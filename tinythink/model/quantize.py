@@ -32,6 +32,9 @@ class QuantizationError(TinythinkError, ValueError):
 
 
 class Int8Linear(nn.Module):
+    # an output head's logits keep float32 products: quantized_matmul's bfloat16 ones round them to 3 digits
+    bfloat16_products = True
+
     def __init__(self, in_features: int, out_features: int, bias: bool = False):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
@@ -63,7 +66,8 @@ class Int8Linear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
         if quantized_matmul.supports(x, self.in_features, self.scales) and quantized_matmul.library():
-            y = quantized_matmul.int8_matmul(x.reshape(-1, shape[-1]), self.weight, self.scales)
+            y = quantized_matmul.int8_matmul(x.reshape(-1, shape[-1]), self.weight, self.scales,
+                                             bfloat16=None if self.bfloat16_products else False)
         else:
             y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, shape[-1]).to(torch.bfloat16), self.weight,
                                                    self.scales)
@@ -72,6 +76,8 @@ class Int8Linear(nn.Module):
 
 
 class Int4Linear(nn.Module):
+    bfloat16_products = True  # as Int8Linear's
+
     def __init__(self, in_features: int, out_features: int, bias: bool = False, group_size: int = 32):
         super().__init__()
         if in_features % group_size:
@@ -117,7 +123,8 @@ class Int4Linear(nn.Module):
         shape = x.shape
         if quantized_matmul.supports(x, self.in_features, self.scales_mins, self.group_size) and \
                 quantized_matmul.library():
-            y = quantized_matmul.int4_matmul(x.reshape(-1, shape[-1]), self.weight, self.scales_mins, self.group_size)
+            y = quantized_matmul.int4_matmul(x.reshape(-1, shape[-1]), self.weight, self.scales_mins, self.group_size,
+                                             bfloat16=None if self.bfloat16_products else False)
             y = y.reshape(*shape[:-1], self.out_features)
             return y + self.bias if self.bias is not None else y
         if self._packed is None:
@@ -165,7 +172,7 @@ def quantize_tied_head(model: nn.Module) -> nn.Module:
     embeddings in bfloat16.
     """
     if model.config.quantization and model.config.tie_embeddings and type(model.lm_head) is nn.Linear:
-        model.lm_head = Int8Linear.from_weight(model.embed_tokens.weight.detach())
+        _replace(model, "lm_head", Int8Linear.from_weight(model.embed_tokens.weight.detach()))
         model.embed_tokens = Int8Embedding(model.lm_head, model.embed_tokens.weight.dtype)
     return model
 
@@ -185,6 +192,8 @@ def quantized_linears(config) -> list[str]:
 def _replace(model: nn.Module, name: str, module: nn.Module):
     parent, _, attr = name.rpartition(".")
     setattr(model.get_submodule(parent), attr, module)
+    if name == "lm_head":
+        module.bfloat16_products = False
 
 
 def _quantize_weight(weight: Tensor, bias: Tensor | None, bits: int, group_size: int) -> nn.Module:
