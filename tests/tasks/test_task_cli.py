@@ -46,3 +46,24 @@ def test_a_csv_of_tickets_resumes_without_answering_a_row_twice(tmp_path):
     assert "text" in by_row[1]["error"]
     assert by_row[2]["response"]["label"] in ("bug", "question")  # the row's own labels
     assert by_row[3]["response"]["label"] in ("billing", "technical", "shipping")
+
+
+def test_an_excel_sheet_of_tickets(tmp_path):
+    from openpyxl import Workbook
+
+    book = Workbook()
+    book.active.append(["id", "text"])
+    book.active.append([7, "I was charged twice for my order, please refund one payment."])
+    book.active.append([None, None])  # an empty row: skipped
+    book.active.append([8.0, "The app crashes every time I open the settings page."])
+    rows, out = tmp_path / "tickets.xlsx", tmp_path / "answers.jsonl"
+    book.save(rows)
+    r = run("classify", "--labels", "billing,technical", "--input", str(rows), "--output", str(out))
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(line["row"], line["id"]) for line in lines] == [(0, "7"), (1, "8")]  # cells as text, 8.0 as written
+    assert all(line["response"]["label"] in ("billing", "technical") for line in lines)
+    junk = tmp_path / "junk.xlsx"
+    junk.write_bytes(b"not a workbook")
+    bad = run("classify", "--labels", "a,b", "--input", str(junk), "--output", str(out))
+    assert bad.returncode != 0 and "not an Excel .xlsx workbook" in bad.stderr

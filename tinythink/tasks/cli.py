@@ -29,7 +29,7 @@ def add_parsers(sub, default_model: str) -> None:
                              "response as JSON; with --input, writes one JSON line per row to --output.")
         t.add_argument("input", nargs="?", help="the text, or a file holding it (default: standard input)")
         t.add_argument("-m", "--model", default=default_model, help=f"model reference (default {default_model})")
-        t.add_argument("--input", dest="rows", metavar="FILE", help="a .csv or .jsonl file: the task on each row "
+        t.add_argument("--input", dest="rows", metavar="FILE", help="a .csv, .jsonl or .xlsx file: the task on each row "
                        "(its columns are request fields, 'text' the text; an id or custom_id column names the "
                        "row in the output), batched")
         t.add_argument("--output", metavar="FILE.jsonl", help="with --input: where the answers go (a rerun "
@@ -125,7 +125,42 @@ def read_rows(path: Path) -> list[dict]:
     if path.suffix == ".csv":
         with path.open(newline="") as f:
             return list(csv.DictReader(f))
-    raise TinythinkError(f"{path}: --input reads .csv or .jsonl files")
+    if path.suffix == ".xlsx":
+        return xlsx_rows(path)
+    raise TinythinkError(f"{path}: --input reads .csv, .jsonl or .xlsx files")
+
+
+def xlsx_rows(path: Path) -> list[dict]:
+    """The first sheet of an Excel workbook as CSV rows: the first row names the columns, each cell as text
+    (numbers as written, dates in ISO form), empty rows skipped; formulas give their last computed values."""
+    import zipfile
+
+    from openpyxl import load_workbook
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    try:
+        book = load_workbook(path, read_only=True, data_only=True)
+    except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError) as e:
+        raise TinythinkError(f"{path}: not an Excel .xlsx workbook ({e})") from None
+    try:
+        cells = book.worksheets[0].iter_rows(values_only=True)
+        header = [str(c).strip() if c is not None else "" for c in next(cells, ())]
+        if not any(header):
+            raise TinythinkError(f"{path}: the first row of the first sheet must name the columns (text, id, ...)")
+        rows = []
+        for values in cells:
+            row = {name: _cell_text(v) for name, v in zip(header, values) if name and v is not None}
+            if row:
+                rows.append(row)
+        return rows
+    finally:
+        book.close()
+
+
+def _cell_text(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
 def cmd_task(args) -> None:
