@@ -19,6 +19,16 @@ def kernels_built():
     assert quantized_matmul.library() is not None, "the kernels must build here (gcc is installed)"
 
 
+def as_the_kernel_sees(x, q):
+    """int4 weights at a few rows on AVX2 CPUs take int8 activations: x rounded so (then exact but for the sums'
+    order)"""
+    x2 = x.reshape(-1, x.shape[-1])
+    if isinstance(q, Int4Linear) and len(x2) <= quantized_matmul.INT8_ACTIVATION_ROWS \
+            and quantized_matmul.library().int8_dots():
+        return quantized_matmul.int8_activations(x2).reshape_as(x)
+    return x
+
+
 def rel_err(a, b):
     return ((a - b).norm() / b.norm()).item()
 
@@ -33,8 +43,29 @@ def test_products_equal_dequantized_weights(rows, make, inputs, bfloat16):
     q = make(torch.randn(72, inputs, generator=g))
     x = torch.randn(rows, inputs, generator=g)
     got = _product(q, x, bfloat16)
+    x = x if bfloat16 else as_the_kernel_sees(x, q)
     # bfloat16: the activations and the product rounded to 8 significant bits (at most 2^-9 relative each)
     assert got.shape == (rows, 72) and rel_err(got, x @ q.dequantize().t()) < (3e-3 if bfloat16 else 1e-5)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 8])
+def test_int4_against_int8_activations_at_a_few_rows(rows):
+    """llama.cpp's way (int8 activations, a scale a block of 32): within 1% of the float product on random
+    inputs, and off when switched off (the float path, as above)."""
+    lib = quantized_matmul.library()
+    if not lib.int8_dots():
+        pytest.skip("this CPU has no AVX2: the float path runs (tested above)")
+    g = torch.Generator().manual_seed(rows)
+    q = Int4Linear.from_weight(torch.randn(72, 1536, generator=g), group_size=64)
+    x = torch.randn(rows, 1536, generator=g)
+    full = x @ q.dequantize().t()
+    got = _product(q, x, False)
+    assert 1e-4 < rel_err(got, full) < 1e-2
+    lib.set_int8_activations(0)
+    try:
+        assert rel_err(_product(q, x, False), full) < 1e-5
+    finally:
+        lib.set_int8_activations(1)
 
 
 def _product(q, x, bfloat16):
@@ -74,7 +105,7 @@ def test_layers_run_on_the_kernels_with_float32_inputs_and_on_pytorch_otherwise(
     linear = nn.Linear(576, 64, bias=True)
     q4 = Int4Linear.from_float(linear, 32)
     x = torch.randn(2, 3, 576)
-    reference = x @ q4.dequantize().t() + q4.bias.float()
+    reference = as_the_kernel_sees(x, q4) @ q4.dequantize().t() + q4.bias.float()
     assert rel_err(q4(x), reference) < 1e-5 and q4._packed is None  # PyTorch's packed copy is never made
     y = q4(x.bfloat16())  # bfloat16 activations: PyTorch's kernel
     assert y.dtype == torch.bfloat16 and q4._packed is not None and rel_err(y.float(), reference) < 1e-2

@@ -32,6 +32,7 @@ from torch import Tensor
 from tinythink.model import native
 
 FEW_ROWS = 64  # up to where our kernels beat dequantizing whole layers for PyTorch's float32 product (as above)
+INT8_ACTIVATION_ROWS = 8  # int4 weights up to here multiply int8 activations where the CPU has AVX2 (the C file)
 BFLOAT16_ROWS = 16  # from where PyTorch's bfloat16 product beats ours, where the CPU has it natively (as above)
 SCRATCH_FLOATS = 2 << 20  # 8 MB of dequantized weights at a time: a layer's, or a block of a vocabulary-wide head's
 _scratch = threading.local()  # each engine thread's buffer, reused across layers
@@ -131,6 +132,14 @@ def float32_matmul(x: Tensor, weight: Tensor, lib: ctypes.CDLL | None = None) ->
     return _few_rows(lib or library(), x.contiguous(), weight, None, weight.shape[0], 32, 0, torch.get_num_threads())
 
 
+def int8_activations(x: Tensor) -> Tensor:
+    """x (m, k) as the int4 kernel sees it at a few rows on AVX2 CPUs: rounded to int8 with one scale a block of
+    32 inputs (llama.cpp's Q8_0), back in float32 -- the reference its products are checked against."""
+    blocks = x.reshape(x.shape[0], -1, 32)
+    d = blocks.abs().amax(dim=-1, keepdim=True) / 127
+    return (torch.round(blocks * torch.where(d > 0, 1 / d, 0)) * d).reshape_as(x)
+
+
 def _few_rows(lib: ctypes.CDLL, x: Tensor, weight: Tensor, scales: Tensor | None, n: int, bits: int, group: int,
               threads: int) -> Tensor:
     y = x.new_empty(x.shape[0], n)
@@ -146,18 +155,24 @@ def _prepare(lib: ctypes.CDLL) -> None:
     lib.matmul.restype = ctypes.c_int
     lib.int8_dequantize.argtypes = [p, p, p, i64, i64, i32]
     lib.int4_dequantize.argtypes = [p, p, p, i64, i64, i64, i64, i32]
+    lib.set_int8_activations.argtypes = [i32]
+    lib.int8_dots.restype = i32
     # against the same weights dequantized by PyTorch: one row, two tiles, a block of rows, and the many-row path
-    # (in float32: the bfloat16 one is PyTorch's product)
+    # (in float32: the bfloat16 one is PyTorch's product); int4 at a few rows with float activations, then int8 ones
     from tinythink.model.quantize import Int4Linear, Int8Linear
 
     g = torch.Generator().manual_seed(0)
-    w = torch.randn(40, 96, generator=g)
+    w = torch.randn(40, 128, generator=g)
     q8, q4 = Int8Linear.from_weight(w), Int4Linear.from_weight(w, group_size=32)
-    for m in (1, 2, 5, 33, 65):
-        x = torch.randn(m, 96, generator=g)
-        for got, want in [(int8_matmul(x, q8.weight, q8.scales, lib, bfloat16=False), x @ q8.dequantize().t()),
-                          (int4_matmul(x, q4.weight, q4.scales_mins, 32, lib, bfloat16=False),
-                           x @ q4.dequantize().t()),
-                          (float32_matmul(x, w, lib), x @ w.t())]:
-            if not torch.allclose(got, want, atol=1e-3, rtol=1e-4):
-                raise RuntimeError(f"it disagrees with PyTorch by {float((got - want).abs().max()):.2g} at {m} rows")
+    for int8_inputs in (0, 1):
+        lib.set_int8_activations(int8_inputs)
+        for m in (1, 2, 5, 33, 65):
+            x = torch.randn(m, 128, generator=g)
+            x4 = int8_activations(x) if int8_inputs and lib.int8_dots() and m <= INT8_ACTIVATION_ROWS else x
+            for got, want in [(int8_matmul(x, q8.weight, q8.scales, lib, bfloat16=False), x @ q8.dequantize().t()),
+                              (int4_matmul(x, q4.weight, q4.scales_mins, 32, lib, bfloat16=False),
+                               x4 @ q4.dequantize().t()),
+                              (float32_matmul(x, w, lib), x @ w.t())]:
+                if not torch.allclose(got, want, atol=1e-3, rtol=1e-4):
+                    raise RuntimeError(f"it disagrees with PyTorch by {float((got - want).abs().max()):.2g} at {m} "
+                                       "rows")
