@@ -32,7 +32,8 @@ from torch import Tensor
 from tinythink.model import native
 
 FEW_ROWS = 64  # up to where our kernels beat dequantizing whole layers for PyTorch's float32 product (as above)
-INT8_ACTIVATION_ROWS = 8  # int4 weights up to here multiply int8 activations where the CPU has AVX2 (the C file)
+# up to these rows int4 and int8 weights multiply int8 activations where the CPU has AVX2 (the C file)
+INT8_ACTIVATION_ROWS = {4: 8, 8: 16}
 BFLOAT16_ROWS = 16  # from where PyTorch's bfloat16 product beats ours, where the CPU has it natively (as above)
 SCRATCH_FLOATS = 2 << 20  # 8 MB of dequantized weights at a time: a layer's, or a block of a vocabulary-wide head's
 _scratch = threading.local()  # each engine thread's buffer, reused across layers
@@ -133,11 +134,22 @@ def float32_matmul(x: Tensor, weight: Tensor, lib: ctypes.CDLL | None = None) ->
 
 
 def int8_activations(x: Tensor) -> Tensor:
-    """x (m, k) as the int4 kernel sees it at a few rows on AVX2 CPUs: rounded to int8 with one scale a block of
+    """x (m, k) as the int8 and int4 kernels see it at a few rows on AVX2 CPUs: rounded to int8 with one scale a block of
     32 inputs (llama.cpp's Q8_0), back in float32 -- the reference its products are checked against."""
     blocks = x.reshape(x.shape[0], -1, 32)
     d = blocks.abs().amax(dim=-1, keepdim=True) / 127
     return (torch.round(blocks * torch.where(d > 0, 1 / d, 0)) * d).reshape_as(x)
+
+
+def as_multiplied(x: Tensor, bits: int) -> Tensor:
+    """x (..., k) float32 as our kernel multiplies it with `bits`-bit weights (bfloat16 path aside): rounded by
+    int8_activations at the few rows where it does that, else as it is."""
+    x2 = x.reshape(-1, x.shape[-1])
+    lib = library()
+    if bits in INT8_ACTIVATION_ROWS and len(x2) <= INT8_ACTIVATION_ROWS[bits] and x2.shape[1] % 64 == 0 \
+            and lib is not None and lib.int8_dots():
+        return int8_activations(x2).reshape_as(x)
+    return x
 
 
 def _few_rows(lib: ctypes.CDLL, x: Tensor, weight: Tensor, scales: Tensor | None, n: int, bits: int, group: int,
@@ -158,7 +170,7 @@ def _prepare(lib: ctypes.CDLL) -> None:
     lib.set_int8_activations.argtypes = [i32]
     lib.int8_dots.restype = i32
     # against the same weights dequantized by PyTorch: one row, two tiles, a block of rows, and the many-row path
-    # (in float32: the bfloat16 one is PyTorch's product); int4 at a few rows with float activations, then int8 ones
+    # (in float32: the bfloat16 one is PyTorch's product); at a few rows with float activations, then int8 ones
     from tinythink.model.quantize import Int4Linear, Int8Linear
 
     g = torch.Generator().manual_seed(0)
@@ -168,8 +180,9 @@ def _prepare(lib: ctypes.CDLL) -> None:
         lib.set_int8_activations(int8_inputs)
         for m in (1, 2, 5, 33, 65):
             x = torch.randn(m, 128, generator=g)
-            x4 = int8_activations(x) if int8_inputs and lib.int8_dots() and m <= INT8_ACTIVATION_ROWS else x
-            for got, want in [(int8_matmul(x, q8.weight, q8.scales, lib, bfloat16=False), x @ q8.dequantize().t()),
+            x4, x8 = (int8_activations(x) if int8_inputs and lib.int8_dots() and m <= INT8_ACTIVATION_ROWS[bits]
+                      else x for bits in (4, 8))
+            for got, want in [(int8_matmul(x, q8.weight, q8.scales, lib, bfloat16=False), x8 @ q8.dequantize().t()),
                               (int4_matmul(x, q4.weight, q4.scales_mins, 32, lib, bfloat16=False),
                                x4 @ q4.dequantize().t()),
                               (float32_matmul(x, w, lib), x @ w.t())]:

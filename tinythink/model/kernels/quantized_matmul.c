@@ -6,8 +6,8 @@
  * dequantized in registers for every two rows of x. From 9 (int4, float32) or 17 (int8) rows, where that reads each
  * weight too often, weight rows are dequantized a block at a time into a small buffer that stays in the CPU's
  * cache and multiplied from there with every row of x. For many rows (prefill) `*_dequantize` writes float32
- * weights once and the caller multiplies them with a float32 GEMM. int4 weights at a few rows, on AVX2 CPUs,
- * multiply int8 activations instead (below).
+ * weights once and the caller multiplies them with a float32 GEMM. int8 and int4 weights at a few rows, on
+ * AVX2 CPUs, multiply int8 activations instead (below).
  *
  * Formats (tinythink/model/quantize.py), and float32 weights (n, k), for the kernels decode_layers.c runs:
  *   int8: w (n, k) int8, scales (n,) bfloat16: W[r][j] = w[r][j] * scales[r]
@@ -182,16 +182,17 @@ static void split_inputs(const float *x, int64_t m, int64_t k, float *split) {
 #define INT8_DOTS 1
 #define QBLOCK 32
 
-/* bytes of q8_split per row of k inputs, and its scales and sums after the bytes */
+/* bytes of q8_rows per row of k inputs, and its scales and sums after the bytes */
 static inline int64_t q8_row_bytes(int64_t k) { return k + 2 * (k / QBLOCK) * (int64_t)sizeof(float); }
 
-static void q8_split(const float *x, int64_t m, int64_t k, int8_t *out) {
+/* split: in the nibbles' order (int4), else in the inputs' own (int8) */
+static void q8_rows(const float *x, int64_t m, int64_t k, int split, int8_t *out) {
     int64_t blocks = k / QBLOCK, rb = q8_row_bytes(k);
 #pragma omp for schedule(static)
     for (int64_t ib = 0; ib < m * blocks; ib++) {
         int64_t i = ib / blocks, b = ib % blocks;
         const float *xb = x + i * k + b * QBLOCK;
-        int8_t *q = out + i * rb + (b & ~1) * QBLOCK + (b & 1) * 16;  /* evens at +0, odds at +32 */
+        int8_t *q = out + i * rb + (split ? (b & ~1) * QBLOCK + (b & 1) * 16 : b * QBLOCK);  /* split: evens, odds +32 */
         float *scales = (float *)(out + i * rb + k), *sums = scales + blocks;
         float amax = 0.0f;
         for (int j = 0; j < QBLOCK; j++) amax = fabsf(xb[j]) > amax ? fabsf(xb[j]) : amax;
@@ -199,7 +200,7 @@ static void q8_split(const float *x, int64_t m, int64_t k, int8_t *out) {
         int sum = 0;
         for (int j = 0; j < QBLOCK; j++) {
             int v = (int)lrintf(xb[j] * inv);
-            q[(j & 1) * 32 + j / 2] = (int8_t)v;
+            q[split ? (j & 1) * 32 + j / 2 : j] = (int8_t)v;
             sum += v;
         }
         scales[b] = d;
@@ -216,7 +217,7 @@ static inline __m256i dots(__m256i u, __m256i s) {
 #endif
 }
 
-/* one int4 weight row (w its k / 2 bytes, sm its (scale, minimum) for group 0) against mt rows of q8_split -> y */
+/* one int4 weight row (w its k / 2 bytes, sm its (scale, minimum) for group 0) against mt rows of q8_rows -> y */
 static inline void int4_q8_row(const int8_t *xq, int64_t k, int mt, const uint8_t *w, const uint16_t *sm, int64_t n,
                                int64_t group, float *y) {
     int64_t blocks = k / QBLOCK, rb = q8_row_bytes(k);
@@ -252,6 +253,37 @@ static void int4_q8_rows(const int8_t *xq, const Weights *q, int64_t m, float *y
         for (int64_t i = 0; i < m; i += TILE) {
             if (m - i >= 2) int4_q8_row(xq + i * rb, k, 2, w + r * k / 2, q->scales + r * 2, n, q->group, y + i * n + r);
             else int4_q8_row(xq + i * rb, k, 1, w + r * k / 2, q->scales + r * 2, n, q->group, y + i * n + r);
+        }
+}
+
+/* int8 weights the same way (llama.cpp's Q8_0 x Q8_0): |q| against the weights with q's signs, one float
+ * multiply-add a block of 32; the weight row's own scale at the end */
+static inline void int8_q8_row(const int8_t *xq, int64_t k, int mt, const int8_t *w, float scale, float *y,
+                               int64_t n) {
+    int64_t blocks = k / QBLOCK, rb = q8_row_bytes(k);
+    __m256 acc[TILE];
+    for (int t = 0; t < mt; t++) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < blocks; b++) {
+        __m256i wv = _mm256_loadu_si256((const __m256i *)(w + b * QBLOCK));
+        for (int t = 0; t < mt; t++) {
+            __m256i qv = _mm256_loadu_si256((const __m256i *)(xq + t * rb + b * QBLOCK));
+            __m256i d = dots(_mm256_sign_epi8(qv, qv), _mm256_sign_epi8(wv, qv));
+            float xs = ((const float *)(xq + t * rb + k))[b];
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(xs), acc[t]);
+        }
+    }
+    for (int t = 0; t < mt; t++) y[t * n] = hsum((v8f)acc[t]) * scale;
+}
+
+static void int8_q8_rows(const int8_t *xq, const Weights *q, int64_t m, float *y) {
+    int64_t n = q->n, k = q->k, rb = q8_row_bytes(k);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t i = 0; i < m; i += TILE) {
+            const int8_t *w = (const int8_t *)q->weight + r * k;
+            float scale = bf16(q->scales[r]);
+            if (m - i >= 2) int8_q8_row(xq + i * rb, k, 2, w, scale, y + i * n + r, n);
+            else int8_q8_row(xq + i * rb, k, 1, w, scale, y + i * n + r, n);
         }
 }
 #else
@@ -357,10 +389,11 @@ static void product(const float *x, const Weights *q, int64_t m, float *y, float
         int64_t mp = (m + 15) / 16 * 16;
         transpose_inputs(x, m, mp, q->k, scratch);
         blocked_rows(scratch, mp, q, m, y, scratch + (mp + omp_get_thread_num() * BLOCK_ROWS) * q->k);
-    } else if (q->bits == 4 && INT8_DOTS && q->k % 64 == 0 && int8_activations) {
+    } else if (q->bits != 32 && INT8_DOTS && q->k % 64 == 0 && int8_activations) {
 #if INT8_DOTS
-        q8_split(x, m, q->k, (int8_t *)scratch);
-        int4_q8_rows((const int8_t *)scratch, q, m, y);
+        q8_rows(x, m, q->k, q->bits == 4, (int8_t *)scratch);
+        if (q->bits == 4) int4_q8_rows((const int8_t *)scratch, q, m, y);
+        else int8_q8_rows((const int8_t *)scratch, q, m, y);
 #endif
     } else if (q->bits == 4) {
         split_inputs(x, m, q->k, scratch);
