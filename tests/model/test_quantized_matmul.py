@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from tinythink.model import quantized_matmul
+from tinythink.model import native, quantized_matmul
 from tinythink.model.quantize import Int4Linear, Int8Linear
 
 
@@ -123,3 +123,35 @@ def test_bfloat16_scratch_made_in_inference_mode_serves_outside_it(monkeypatch):
     with torch.inference_mode():
         first = q(x)
     assert torch.equal(q(x), first)  # the buffer is a normal tensor, written in place here too
+
+
+@pytest.mark.parametrize("arch, int8_dots", [("haswell", 1), ("x86-64", 0)], ids=["avx2", "no-avx2"])
+def test_the_kernels_built_for_older_cpus_agree_with_pytorch(arch, int8_dots, tmp_path):
+    """Other CPUs build other paths: AVX2 without VNNI (vpmaddubsw), and no AVX2 at all (float activations). Each
+    build, run here, passes the check the library must pass before use, and multiplies a layer of Qwen2.5's width
+    as PyTorch does on the activations it sees."""
+    import ctypes
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    flags = Path("/proc/cpuinfo").read_text().split()
+    assert "avx2" in flags and "fma" in flags, "this test runs the AVX2 build on this CPU"
+    so = tmp_path / f"qm-{arch}.so"
+    flags = [f for f in native.FLAGS if f != "-march=native"] + [f"-march={arch}"]
+    subprocess.run([shutil.which("gcc"), *flags, str(native.SOURCES / "quantized_matmul.c"), "-o", str(so), "-lm"],
+                   check=True, capture_output=True)
+    lib = ctypes.CDLL(str(so))
+    quantized_matmul._prepare(lib)  # raises where it disagrees
+    assert lib.int8_dots() == int8_dots
+    g = torch.Generator().manual_seed(3)
+    for q in (Int8Linear.from_weight(torch.randn(200, 1536, generator=g)),
+              Int4Linear.from_weight(torch.randn(200, 1536, generator=g), group_size=32)):
+        for rows in (1, 3, 8):
+            x = torch.randn(rows, 1536, generator=g)
+            if isinstance(q, Int8Linear):
+                got = quantized_matmul.int8_matmul(x, q.weight, q.scales, lib, bfloat16=False)
+            else:
+                got = quantized_matmul.int4_matmul(x, q.weight, q.scales_mins, q.group_size, lib, bfloat16=False)
+            seen = quantized_matmul.int8_activations(x) if int8_dots else x
+            assert rel_err(got, seen @ q.dequantize().t()) < 1e-5
