@@ -6,7 +6,8 @@ model/quantized_matmul.py's kernel).
 
 It runs steps where every sequence decodes one token, up to the few-row limit of the products
 (quantized_matmul.FEW_ROWS; for quantized weights on CPUs with native bfloat16, below BFLOAT16_ROWS), for
-float32, int8 and int4 weights with float32 activations and a float32 KV cache; anything else (prompts, wider batches, bfloat16 models, no compiler) runs the modules as before. Numerically it
+float32, int8 and int4 weights with float32 activations and a float32 KV cache; anything else (prompts, wider
+batches, bfloat16 models, no compiler) runs the modules as before. Numerically it
 is the modules' computation: the tests compare its logits with theirs.
 """
 

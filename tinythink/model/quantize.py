@@ -16,7 +16,6 @@ packed layout is made at its first use.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tinythink.errors import TinythinkError

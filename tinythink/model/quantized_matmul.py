@@ -134,8 +134,8 @@ def float32_matmul(x: Tensor, weight: Tensor, lib: ctypes.CDLL | None = None) ->
 
 
 def int8_activations(x: Tensor) -> Tensor:
-    """x (m, k) as the int8 and int4 kernels see it at a few rows on AVX2 CPUs: rounded to int8 with one scale a block of
-    32 inputs (llama.cpp's Q8_0), back in float32 -- the reference its products are checked against."""
+    """x (m, k) as the int8 and int4 kernels see it at a few rows on AVX2 CPUs: rounded to int8 with one scale a
+    block of 32 inputs (llama.cpp's Q8_0), back in float32 -- the reference its products are checked against."""
     blocks = x.reshape(x.shape[0], -1, 32)
     d = blocks.abs().amax(dim=-1, keepdim=True) / 127
     return (torch.round(blocks * torch.where(d > 0, 1 / d, 0)) * d).reshape_as(x)

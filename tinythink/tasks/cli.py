@@ -29,8 +29,8 @@ def add_parsers(sub, default_model: str) -> None:
                              "response as JSON; with --input, writes one JSON line per row to --output.")
         t.add_argument("input", nargs="?", help="the text, or a file holding it (default: standard input)")
         t.add_argument("-m", "--model", default=default_model, help=f"model reference (default {default_model})")
-        t.add_argument("--input", dest="rows", metavar="FILE", help="a .csv, .jsonl or .xlsx file: the task on each row "
-                       "(its columns are request fields, 'text' the text; an id or custom_id column names the "
+        t.add_argument("--input", dest="rows", metavar="FILE", help="a .csv, .jsonl or .xlsx file: the task on each "
+                       "row (its columns are request fields, 'text' the text; an id or custom_id column names the "
                        "row in the output), batched")
         t.add_argument("--output", metavar="FILE.jsonl", help="with --input: where the answers go (a rerun "
                        "resumes after the rows already written)")
