@@ -153,5 +153,6 @@ def test_the_kernels_built_for_older_cpus_agree_with_pytorch(arch, int8_dots, tm
                 got = quantized_matmul.int8_matmul(x, q.weight, q.scales, lib, bfloat16=False)
             else:
                 got = quantized_matmul.int4_matmul(x, q.weight, q.scales_mins, q.group_size, lib, bfloat16=False)
-            seen = quantized_matmul.int8_activations(x) if int8_dots else x
+            seen = quantized_matmul.as_multiplied(x, 8 if isinstance(q, Int8Linear) else 4, lib)
+            assert torch.equal(seen, quantized_matmul.int8_activations(x)) == bool(int8_dots)
             assert rel_err(got, seen @ q.dequantize().t()) < 1e-5

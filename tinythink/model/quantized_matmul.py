@@ -141,11 +141,11 @@ def int8_activations(x: Tensor) -> Tensor:
     return (torch.round(blocks * torch.where(d > 0, 1 / d, 0)) * d).reshape_as(x)
 
 
-def as_multiplied(x: Tensor, bits: int) -> Tensor:
-    """x (..., k) float32 as our kernel multiplies it with `bits`-bit weights (bfloat16 path aside): rounded by
-    int8_activations at the few rows where it does that, else as it is."""
+def as_multiplied(x: Tensor, bits: int, lib: ctypes.CDLL | None = None) -> Tensor:
+    """x (..., k) float32 as our kernel (`lib`, default the library) multiplies it with `bits`-bit weights
+    (bfloat16 path aside): rounded by int8_activations at the few rows where it does that, else as it is."""
     x2 = x.reshape(-1, x.shape[-1])
-    lib = library()
+    lib = lib or library()
     if bits in INT8_ACTIVATION_ROWS and len(x2) <= INT8_ACTIVATION_ROWS[bits] and x2.shape[1] % 64 == 0 \
             and lib is not None and lib.int8_dots():
         return int8_activations(x2).reshape_as(x)
@@ -180,8 +180,7 @@ def _prepare(lib: ctypes.CDLL) -> None:
         lib.set_int8_activations(int8_inputs)
         for m in (1, 2, 5, 33, 65):
             x = torch.randn(m, 128, generator=g)
-            x4, x8 = (int8_activations(x) if int8_inputs and lib.int8_dots() and m <= INT8_ACTIVATION_ROWS[bits]
-                      else x for bits in (4, 8))
+            x4, x8 = (as_multiplied(x, bits, lib) if int8_inputs else x for bits in (4, 8))
             for got, want in [(int8_matmul(x, q8.weight, q8.scales, lib, bfloat16=False), x8 @ q8.dequantize().t()),
                               (int4_matmul(x, q4.weight, q4.scales_mins, 32, lib, bfloat16=False),
                                x4 @ q4.dequantize().t()),
