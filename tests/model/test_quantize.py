@@ -119,14 +119,14 @@ def test_quantized_engine_batch_equals_single(int8):
 
 
 def test_tied_head_and_embeddings_go_int8_for_inference_only_in_quantized_models(ours, default_gguf):
-    from tinythink.model.quantize import Int8Embedding, quantize_tied_head
+    from tinythink.model.quantize import Int8Embedding, quantize_embeddings
 
     q = load_model(str(default_gguf), quantize=4)
     ids = torch.tensor([q.tokenizer.encode(HELD_OUT)])
     with torch.inference_mode():
         before = q.model(ids)
         embeddings = q.model.embed_tokens(ids)
-        quantize_tied_head(q.model)
+        quantize_embeddings(q.model)
         after = q.model(ids)
         looked_up = q.model.embed_tokens(ids)
     assert type(q.model.lm_head) is Int8Linear and type(q.model.embed_tokens) is Int8Embedding
@@ -136,7 +136,7 @@ def test_tied_head_and_embeddings_go_int8_for_inference_only_in_quantized_models
     print(f"int4, int8 head and embeddings: perplexity {ppl(after):.3f} vs {ppl(before):.3f}")
     assert not torch.equal(before, after) and abs(ppl(after) / ppl(before) - 1) < 0.005
     assert (before.argmax(-1) == after.argmax(-1)).float().mean() > 0.95
-    assert type(quantize_tied_head(ours.model).lm_head) is not Int8Linear  # float models keep theirs
+    assert type(quantize_embeddings(ours.model).lm_head) is not Int8Linear  # float models keep theirs
     assert q.model.num_parameters() == ours.model.num_parameters() == 134_515_008
 
 

@@ -1,7 +1,7 @@
 """A loaded model made ready for inference, in place: what serving runs, never what is trained or saved.
 
-- A quantized model's tied output head gets an int8 copy that also serves the embeddings
-  (`quantize_tied_head`).
+- A quantized model's embeddings are looked up in int8 rows: a tied output head's int8 copy, or an untied
+  model's own table (`quantize_embeddings`).
 - q, k and v become one linear layer, and so do the MLP's gate and up: a decoding step is ~600 small
   operators whose dispatch costs as much as the arithmetic, and this removes 3 products a layer, with the
   conversions to and from bfloat16 around each quantized one.
@@ -19,7 +19,8 @@ from torch import nn
 from tinythink.model import decode_attention, quantized_matmul
 from tinythink.model.decode_layers import DecodeLayers
 from tinythink.model.float_linear import prepare_float_linears
-from tinythink.model.quantize import Int4Linear, quantize_tied_head
+from tinythink.model.memory import release_free_memory
+from tinythink.model.quantize import Int4Linear, quantize_embeddings
 from tinythink.model.transformer import Transformer
 
 # Where a linear layer's tensors keep their output features: int4 scales are (groups, outputs, 2)
@@ -46,12 +47,13 @@ def fuse_projections(model: Transformer) -> Transformer:
         attn.qkv_proj = concat_linears([attn.q_proj, attn.k_proj, attn.v_proj])
         mlp.gate_up_proj = concat_linears([mlp.gate_proj, mlp.up_proj])
         del attn.q_proj, attn.k_proj, attn.v_proj, mlp.gate_proj, mlp.up_proj
+        release_free_memory()  # the parts' space, before the next layer's copies pile up beside it
     return model
 
 
 def prepare_for_inference(model: Transformer) -> Transformer:
     decode_attention.library()
     quantized_matmul.library()
-    model = prepare_float_linears(fuse_projections(quantize_tied_head(model)))
+    model = prepare_float_linears(fuse_projections(quantize_embeddings(model)))
     model.decode_layers = DecodeLayers.for_model(model)
     return model

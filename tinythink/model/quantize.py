@@ -4,8 +4,8 @@
 - int4: one scale and one minimum per group of `group_size` input weights, asymmetric, round to nearest.
 
 The rest of a quantized model (embeddings, norms) runs in float32 where tinythink's kernels build, and else in
-bfloat16 where the CPU has it natively (`run_rest_in`, `load.quantized_rest_dtype`); a tied output head decodes
-through an int8 copy (`quantize_tied_head`). With float32 activations a quantized layer runs on tinythink's own
+bfloat16 where the CPU has it natively (`run_rest_in`, `load.quantized_rest_dtype`); for inference, embeddings are
+looked up in int8 rows, a tied output head's own (`quantize_embeddings`). With float32 activations a quantized layer runs on tinythink's own
 kernels (model/quantized_matmul.py); with bfloat16 ones, or where those cannot be built, on PyTorch's CPU
 weight-only kernels (`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`), which are fast with bfloat16
 activations and very slow with float32 ones (so they compute in bfloat16 and hand back the input's dtype).
@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from tinythink.errors import TinythinkError
-from tinythink.model import quantized_matmul
+from tinythink.model import quantized_matmul, weight_formats
 from tinythink.model.memory import release_free_memory
 
 BITS = (8, 4)
@@ -46,14 +46,10 @@ class Int8Linear(nn.Module):
         return cls.from_weight(linear.weight.detach(), linear.bias)
 
     @classmethod
-    def from_weight(cls, weight: Tensor, bias: Tensor | None = None, rows: int = 4096) -> Int8Linear:
+    def from_weight(cls, weight: Tensor, bias: Tensor | None = None) -> Int8Linear:
         N, K = weight.shape
         q = cls(K, N, bias is not None)
-        scales = torch.empty(N)
-        for lo in range(0, N, rows):  # a block of rows at a time: a 49k-row head would need 4 float copies
-            w = weight[lo:lo + rows].float()
-            scales[lo:lo + rows] = (w.abs().amax(dim=1) / 127).clamp(min=1e-8)
-            q.weight[lo:lo + rows] = torch.round(w / scales[lo:lo + rows, None]).clamp(-127, 127)
+        q.weight, scales = weight_formats.quantize_int8_rows(weight.detach())
         q.scales = scales.to(torch.bfloat16)
         if bias is not None:
             q.bias = nn.Parameter(bias.detach().to(torch.bfloat16))
@@ -139,40 +135,51 @@ class Int4Linear(nn.Module):
 
 def run_rest_in(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """Cast a quantized model's other weights (embeddings, norms, unquantized linears) to `dtype`, in place;
-    the quantized layers keep their bfloat16 scales and biases, which their kernels need."""
-    for module in model.modules():
-        if not isinstance(module, (Int8Linear, Int4Linear)):
+    the quantized layers keep their bfloat16 scales and biases, which their kernels need. An untied embedding
+    table stays in bfloat16 (its rows are cast as they are looked up, Transformer.embed): in float32 Qwen2.5's
+    151,936 x 1,536 table alone would be 933 MB, and inference turns it into int8 rows (quantize_embeddings)."""
+    untied = getattr(getattr(model, "config", None), "tie_embeddings", True) is False
+    for name, module in model.named_modules():
+        if not isinstance(module, (Int8Linear, Int4Linear)) and not (untied and name == "embed_tokens"):
             for p in module.parameters(recurse=False):  # a tied head shares its Parameter: cast once, seen by both
                 p.data = p.data.to(dtype)
     return model
 
 
 class Int8Embedding(nn.Module):
-    """Embedding lookups from an int8 table with one scale a row (a tied head's int8 copy, shared), giving
-    vectors in `dtype`: the float table need not stay in memory."""
+    """Embedding lookups from an int8 table with one scale a row, giving vectors in `dtype`: a tied head's int8
+    copy (shared: the head owns it, this module only reads it), or an untied model's own table."""
 
     def __init__(self, table: Int8Linear, dtype: torch.dtype):
         super().__init__()
-        self.table, self.dtype = [table], dtype  # in a list: the head owns it, this module only reads it
+        self.table, self.dtype = [table], dtype  # in a list: not a submodule, so never saved or cast
 
     def forward(self, idx: Tensor) -> Tensor:
         table = self.table[0]
         return table.weight[idx].to(self.dtype) * table.scales[idx, None].to(self.dtype)
 
 
-def quantize_tied_head(model: nn.Module) -> nn.Module:
-    """For inference, in place: a quantized model's output head, tied to its embeddings, becomes an int8 copy
-    with a scale per row (28 MB for SmolLM2-135M), and the embeddings are looked up in it, as llama.cpp's Q8_0
-    table serves both: the float table (113 MB in float32) goes.
+def quantize_embeddings(model: nn.Module) -> nn.Module:
+    """For inference, in place: a quantized model's embeddings are looked up in an int8 table with a scale per row,
+    as llama.cpp's Q8_0 tables are. A head tied to them becomes that table (28 MB for SmolLM2-135M, where the
+    float table is 113 MB in float32); an untied table is converted on its own (Qwen2.5-1.5B: 233 MB, from 466 in
+    bfloat16).
 
     Every decoded token reads the whole head: in float32 (on CPUs without native bfloat16) it is the largest
     read of an int4 decoding step. int8 leaves perplexity within 0.5% (tests/model/test_quantize.py). Saving
     an inference model is not supported; models are saved as loaded (`tinythink quantize`), with their
     embeddings in bfloat16.
     """
-    if model.config.quantization and model.config.tie_embeddings and type(model.lm_head) is nn.Linear:
-        _replace(model, "lm_head", Int8Linear.from_weight(model.embed_tokens.weight.detach()))
-        model.embed_tokens = Int8Embedding(model.lm_head, model.embed_tokens.weight.dtype)
+    if not model.config.quantization or not isinstance(model.embed_tokens, nn.Embedding):
+        return model
+    table = model.embed_tokens.weight.detach()
+    dtype = model.norm.weight.dtype  # the rest of the model's
+    if model.config.tie_embeddings and type(model.lm_head) is nn.Linear:
+        _replace(model, "lm_head", Int8Linear.from_weight(table))
+        model.embed_tokens = Int8Embedding(model.lm_head, dtype)
+    elif not model.config.tie_embeddings:
+        model.embed_tokens = Int8Embedding(Int8Linear.from_weight(table), dtype)
+    release_free_memory()
     return model
 
 
@@ -220,16 +227,20 @@ def quantize_model(model: nn.Module, bits: int, group_size: int = 32) -> nn.Modu
 
 
 def quantize_tensors(named_loaders, config, bits: int, group_size: int = 32) -> dict[str, Tensor]:
-    """A quantized model's state dict from (name, loader) pairs, `loader(dtype)` giving one tensor: linear
-    weights are read in float32 and quantized one at a time, everything else straight into bfloat16, so no
-    more than one float32 tensor is ever alive. Sets config.quantization."""
+    """A quantized model's state dict from (name, loader) pairs, `loader(dtype)` giving one tensor (with
+    torch.int8: int8 rows and their scales, GGUFFile.tensor): linear weights are read into int8 rows, or for int4
+    in float32 and quantized one at a time, everything else straight into bfloat16, so no more than one float32
+    tensor is ever alive. Sets config.quantization."""
     _check_bits(bits, group_size)
     linears = {f"{n}.weight" for n in quantized_linears(config)}
     sd = {}
     for name, load in named_loaders:
-        if name in linears:
+        prefix = name.removesuffix("weight")
+        if name in linears and bits == 8:  # straight into int8 rows, a block at a time
+            codes, scales = load(torch.int8)
+            sd.update({prefix + "weight": codes, prefix + "scales": scales.to(torch.bfloat16)})
+        elif name in linears:
             module = _quantize_weight(load(torch.float32), None, bits, group_size)
-            prefix = name.removesuffix("weight")
             sd.update({prefix + k: v for k, v in module.state_dict().items()})
             release_free_memory()  # the float32 copy's space, pinned in the heap by the quantized weights
         else:

@@ -254,7 +254,7 @@ class Transformer(nn.Module):
             raise ValueError(f"position {length - 1} is past the KV cache ({self.max_seq_len} positions)")
         cos, sin = self.rope(packed.positions)  # (N, D)
         if self.decode_layers is not None and self.decode_layers.runs(packed):
-            x = self.decode_layers(self.embed_tokens(idx[0]), cos, sin, packed)  # (N, dim)
+            x = self.decode_layers(self.embed(idx[0]), cos, sin, packed)  # (N, dim)
         else:
             x = self._hidden(idx, cos[:, None], sin[:, None], packed)[0]
         return self._logits(x if logits_at is None else x[logits_at], False)
@@ -280,8 +280,12 @@ class Transformer(nn.Module):
     def logits(self, hidden: Tensor) -> Tensor:
         return self._logits(hidden, False)
 
+    def embed(self, idx: Tensor) -> Tensor:
+        """Token embeddings in the dtype the layers run in (a quantized model's untied table stays in bfloat16)."""
+        return self.embed_tokens(idx).to(self.norm.weight.dtype)
+
     def _hidden(self, idx: Tensor, cos: Tensor, sin: Tensor, packed: Packed | None, mask: Tensor | None = None) -> Tensor:
-        x = self.embed_tokens(idx)
+        x = self.embed(idx)
         for block in self.layers:
             if self.checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, cos, sin, packed, mask, use_reentrant=False)
