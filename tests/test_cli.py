@@ -117,14 +117,15 @@ def test_safety_check_scores_the_readme_texts():
     assert run("safety", "check").returncode != 0  # no texts: a clear error, not a crash
 
 
-def test_serve_says_when_its_kv_memory_shortens_the_context():
+def kv_warning(*options) -> str:
+    """The line `tinythink serve --max-batch 4 --kv-memory 8M OPTIONS` prints about its KV pool."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([TINYTHINK, "serve", "--port", str(port), "--max-batch", "4", "--kv-memory", "8M",
-                             "--no-safety"], stderr=subprocess.PIPE, text=True)
+                             "--no-safety", *options], stderr=subprocess.PIPE, text=True)
     lines = []
     try:
         for line in proc.stderr:  # up to the line that says it is serving
@@ -134,8 +135,12 @@ def test_serve_says_when_its_kv_memory_shortens_the_context():
     finally:
         proc.kill()
         proc.wait()
-    warning = next(line for line in lines if "KV cache" in line)
-    # 8 MiB / (4 sequences x 30 layers x 2 x 192 floats x 4 bytes) = 45 tokens each
-    assert "45 tokens per sequence, not --context 2048: 8 MiB of KV cache holds that for each of 4" in warning
+    return next(line for line in lines if "KV cache" in line)
+
+
+def test_serve_says_when_its_kv_memory_shortens_the_context():
+    # 8 MiB / (4 sequences x 30 layers x 2 x 192 values x 2 bytes, bfloat16) = 91 tokens each; in float32 45
+    assert "91 tokens per sequence, not --context 2048: 8 MiB of KV cache holds that for each of 4" in kv_warning()
+    assert "45 tokens per sequence" in kv_warning("--kv-dtype", "float32")
     r = run("serve", "--kv-memory", "lots")
     assert r.returncode == 2 and "expected a size such as 512M or 4G, got 'lots'" in r.stderr

@@ -5,7 +5,7 @@ import threading
 import pytest
 import torch
 
-from tinythink.engine.batch import BatchEngine
+from tinythink.engine.batch import BatchEngine, kv_bytes_per_token
 from tinythink.engine.generate import PromptTooLongError, generate
 from tinythink.engine.sampling import SamplingParams
 
@@ -30,6 +30,7 @@ def engine(ours):
 
 
 GREEDY = SamplingParams(max_tokens=24, temperature=0.0)
+BFLOAT16_KV = 0.05  # how far the engine's logprobs may be from a plain forward pass's: its cache is bfloat16
 
 
 def alone(ours, prompt, params):
@@ -104,7 +105,7 @@ def test_scored_prompts_share_their_prefix(ours, engine):
             expected = torch.log_softmax(ours.model(torch.tensor([prompt]))[0], dim=-1)
         assert [t for t, _, _ in req.prompt_logprobs] == prompt[1:]
         assert [lp for _, lp, _ in req.prompt_logprobs] == \
-            pytest.approx([expected[i, t].item() for i, t in enumerate(prompt[1:])], abs=1e-4)
+            pytest.approx([expected[i, t].item() for i, t in enumerate(prompt[1:])], abs=BFLOAT16_KV)
     # cached entries carry no alternatives: a request asking for them computes its prompt again
     again = engine.submit(options[1], SamplingParams(max_tokens=0, prompt_logprobs=2))
     list(engine.tokens(again))
@@ -128,7 +129,7 @@ def test_replies_scored_after_a_shared_prompt_get_its_logprobs_and_share_its_blo
             expected = torch.log_softmax(ours.model(torch.tensor([prompt]))[0], dim=-1)
         assert [t for t, _, _ in req.prompt_logprobs] == reply
         assert [lp for _, lp, _ in req.prompt_logprobs] == pytest.approx(
-            [expected[i - 1, prompt[i]].item() for i in range(len(context), len(prompt))], abs=1e-4)
+            [expected[i - 1, prompt[i]].item() for i in range(len(context), len(prompt))], abs=BFLOAT16_KV)
     chat = engine.submit(context + tok.encode(" 3", add_special_tokens=False), GREEDY)  # a generating request
     list(engine.tokens(chat))
     assert chat.cached_tokens >= len(context) - 32
@@ -149,7 +150,7 @@ def test_requests_arriving_together_share_their_prefix(ours, engine):
         with torch.inference_mode():
             expected = torch.log_softmax(ours.model(torch.tensor([prompt]))[0], dim=-1)
         assert [lp for _, lp, _ in req.prompt_logprobs] == \
-            pytest.approx([expected[i, t].item() for i, t in enumerate(prompt[1:])], abs=1e-4)
+            pytest.approx([expected[i, t].item() for i, t in enumerate(prompt[1:])], abs=BFLOAT16_KV)
     # the chats share the system prompt with each other, and its first blocks with the scored context
     assert chats[1].cached_tokens >= len(tok.encode(SYSTEM)) - 32
     for req in chats:
@@ -157,7 +158,7 @@ def test_requests_arriving_together_share_their_prefix(ours, engine):
 
 
 def test_prefix_cache_is_bounded(ours):
-    block_bytes = 32 * sum(2 * b.self_attn.n_kv_heads * b.self_attn.head_dim * 4 for b in ours.model.layers)
+    block_bytes = 32 * kv_bytes_per_token(ours.model)
     eng = BatchEngine(ours.model, max_batch=2, kv_budget_bytes=64 << 20, prefill_chunk=64, prefix_block=32,
                       prefix_cache_bytes=3 * block_bytes)
     try:

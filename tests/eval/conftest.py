@@ -17,12 +17,12 @@ class Served:
 
 @pytest.fixture(scope="session")
 def served():
-    """`tinythink serve` in its own process, as a user runs it (float32, and without the safety filter, which
-    tests/serve/test_safety_api.py covers: replies then equal a local run's)."""
+    """`tinythink serve` in its own process, as a user runs it (float32 weights and KV cache, and without the safety
+    filter, which tests/serve/test_safety_api.py covers: replies then equal a local run's)."""
     port = free_port()
     key = "eval-key"
     server = subprocess.Popen([sys.executable, "-m", "tinythink.cli", "serve", "-m", "smollm2-135m", "--port", str(port), "--dtype",
-                               "float32", "--api-key", key, "--no-safety"], stderr=subprocess.DEVNULL)
+                               "float32", "--kv-dtype", "float32", "--api-key", key, "--no-safety"], stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(900):

@@ -18,19 +18,21 @@ def fresh_library(monkeypatch, tmp_path):
 
 
 def reference(q, k, v, slots, lengths):
+    k, v = k.float(), v.float()
     return torch.stack([F.scaled_dot_product_attention(q[i][None, :, None], k[s, :, :n][None], v[s, :, :n][None],
                                                        enable_gqa=True)[0, :, 0]
                         for i, (s, n) in enumerate(zip(slots.tolist(), lengths.tolist()))])
 
 
+@pytest.mark.parametrize("kv_dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("heads, kv_heads, dim", [(9, 3, 64), (4, 4, 32), (14, 2, 64), (8, 1, 128)])
-def test_kernel_equals_sdpa(heads, kv_heads, dim):
-    """Grouped and plain heads, lengths from 1 past several 64-position blocks, rows out of order, and a cache
-    with rows and positions the tokens must not see (filled with large values)."""
+def test_kernel_equals_sdpa(heads, kv_heads, dim, kv_dtype):
+    """Grouped and plain heads, lengths from 1 past several 64-position blocks, rows out of order, and a cache (of
+    either dtype) with rows and positions the tokens must not see (filled with large values)."""
     assert decode_attention.library() is not None, "the kernel must build here (gcc is installed)"
     g = torch.Generator().manual_seed(heads * dim)
-    k = torch.full((6, kv_heads, 300, dim), 1e3)
-    v = torch.full((6, kv_heads, 300, dim), 1e3)
+    k = torch.full((6, kv_heads, 300, dim), 1e3, dtype=kv_dtype)
+    v = torch.full((6, kv_heads, 300, dim), 1e3, dtype=kv_dtype)
     lengths = torch.tensor([1, 63, 64, 65, 300])
     slots = torch.tensor([4, 0, 5, 2, 1])
     for s, n in zip(slots.tolist(), lengths.tolist()):
@@ -43,11 +45,14 @@ def test_kernel_equals_sdpa(heads, kv_heads, dim):
 
 
 def test_what_the_kernel_does_not_run():
-    k = torch.zeros(2, 2, 16, 64)
-    assert not decode_attention.supports(torch.zeros(1, 4, 64, dtype=torch.bfloat16), k.bfloat16())
+    k = torch.zeros(2, 2, 16, 64, dtype=torch.bfloat16)
+    assert decode_attention.supports(torch.zeros(1, 4, 64), k)
+    assert not decode_attention.supports(torch.zeros(1, 4, 64, dtype=torch.bfloat16), k)  # float32 queries only
+    assert decode_attention.supports(torch.zeros(1, 4, 64), k.float())  # a float32 cache, or a bfloat16 one
+    assert not decode_attention.supports(torch.zeros(1, 4, 64), k.half())
     assert not decode_attention.supports(torch.zeros(1, 34, 64), k)  # 17 query heads per KV head
     assert not decode_attention.supports(torch.zeros(1, 3, 64), k)  # heads not a multiple of KV heads
-    assert not decode_attention.supports(torch.zeros(1, 4, 64), torch.zeros(2, 2, 64, 16).transpose(2, 3))
+    assert not decode_attention.supports(torch.zeros(1, 4, 64), k.new_zeros(2, 2, 64, 16).transpose(2, 3))
 
 
 def test_built_once_into_the_cache(fresh_library):

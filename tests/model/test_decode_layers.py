@@ -35,6 +35,12 @@ def step_both_ways(model, tokens: list[int], slots: list[int], positions: list[i
     return results
 
 
+def assert_close_in_bfloat16(a, b):
+    """Keys and values in the bfloat16 cache: a last-digit difference may round one the other way (a step is 2^-7
+    of a value at most), and the token attends to its own key and value, so later layers see that too."""
+    torch.testing.assert_close(a.float(), b.float(), rtol=2 ** -7, atol=1e-3)
+
+
 def prefill(model, prompts: list[list[int]]):
     model.setup_caches(len(prompts), 256)
     with torch.inference_mode():
@@ -72,9 +78,11 @@ def test_steps_of_the_default_model_equal_its_modules(default_gguf, bits):
         assert fused.shape == (len(slots), 49152)
         torch.testing.assert_close(fused, modules, atol=1e-3, rtol=1e-4)
         assert torch.equal(fused.argmax(-1), modules.argmax(-1))
-        torch.testing.assert_close(fused_kv, modules_kv, atol=1e-4, rtol=1e-4)
+        assert_close_in_bfloat16(fused_kv, modules_kv)
         (fused, _), (modules, _) = step_both_ways(model, tokens, slots, positions)
-        assert (fused - modules).abs().max() < 0.5 and torch.equal(fused.argmax(-1), modules.argmax(-1))
+        assert (fused - modules).abs().max() < 0.5
+        # the same next token, or one the modules score within that of their own best (a near tie)
+        assert (modules.max(-1).values - modules.gather(1, fused.argmax(-1, keepdim=True))[:, 0]).max() < 0.5
 
 
 @pytest.mark.parametrize("rows", [2, 20])  # products with weights dequantized in registers; through a buffer
@@ -96,7 +104,7 @@ def test_biases_and_layers_of_their_own_shapes(bits, group, rows):
     (fused, fused_kv), (modules, modules_kv) = step_both_ways(model, [5 + s for s in slots], slots,
                                                               [len(prompts[s]) for s in slots])
     torch.testing.assert_close(fused, modules, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(fused_kv, modules_kv, atol=1e-5, rtol=1e-5)
+    assert_close_in_bfloat16(fused_kv, modules_kv)
 
 
 def test_which_steps_and_models_it_runs(ours, default_gguf):

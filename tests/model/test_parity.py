@@ -22,16 +22,20 @@ def test_smollm2_gguf_logits_match_transformers(ours, hf_model):
     assert diff < 1e-4
 
 
-def test_cached_forward_equals_full_forward(ours):
+@pytest.mark.parametrize("kv_dtype, within", [(torch.float32, 1e-4), (torch.bfloat16, 0.5)])
+def test_cached_forward_equals_full_forward(ours, kv_dtype, within):
     ids = torch.tensor([ours.tokenizer.encode(PROMPT)])
     T = ids.shape[1]
     with torch.no_grad():
         full = ours.model(ids)
-        ours.model.setup_caches(1, T)
+        ours.model.clear_caches()
+        ours.model.setup_caches(1, T, kv_dtype)
         first = ours.model(ids[:, :10], input_pos=torch.arange(10))
         steps = [ours.model(ids[:, t:t + 1], input_pos=torch.tensor([t])) for t in range(10, T)]
+        ours.model.clear_caches()
     cached = torch.cat([first] + steps, dim=1)
-    assert max_diff(full, cached) < 1e-4
+    assert max_diff(full, cached) < within
+    assert torch.equal(full.argmax(-1), cached.argmax(-1))
 
 
 TINY = dict(vocab_size=320, hidden_size=64, intermediate_size=160, num_hidden_layers=3, max_position_embeddings=256)

@@ -75,9 +75,10 @@ def test_completions_score_prompts_for_evaluation_harnesses(client, server):
     ids = llm.tokenizer.encode(text)
     with torch.inference_mode():
         expected = torch.log_softmax(llm.model(torch.tensor([ids]))[0], dim=-1)  # a plain forward pass
-    assert lp.token_logprobs[1:] == pytest.approx([expected[i, t].item() for i, t in enumerate(ids[1:])], abs=1e-4)
+    # the engine's cache keeps keys and values in bfloat16: a plain pass agrees to a few hundredths
+    assert lp.token_logprobs[1:] == pytest.approx([expected[i, t].item() for i, t in enumerate(ids[1:])], abs=0.05)
     for i, top in enumerate(lp.top_logprobs[1:]):
-        assert len(top) == 2 and max(top.values()) == pytest.approx(expected[i].max().item(), abs=1e-4)
+        assert len(top) == 2 and max(top.values()) == pytest.approx(expected[i].max().item(), abs=0.05)
     # token ids as the prompt (its prefix is cached with 2 alternatives a token: asked for 1, it is scored again),
     # then generation
     kw = dict(model=MODEL, prompt=ids, max_tokens=5, echo=True, logprobs=1, temperature=0)
@@ -276,7 +277,7 @@ def test_logprobs_are_the_models_own(client, server):
     prompt = torch.tensor([llm.chat_prompt(FRANCE)])
     with torch.inference_mode():
         expected = torch.log_softmax(llm.model(prompt)[0, -1], dim=-1)  # a plain forward pass, no cache
-    assert content[0].logprob == pytest.approx(expected.max().item(), abs=1e-4)
+    assert content[0].logprob == pytest.approx(expected.max().item(), abs=0.05)  # bfloat16 keys and values
     streamed = [e for c in client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0, stream=True,
                                                           logprobs=True, top_logprobs=3)
                 if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]

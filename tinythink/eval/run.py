@@ -191,13 +191,16 @@ def local_endpoint(ref: str, dtype: str = "auto", quantize: int | None = None, m
     loaded = load_model(ref, dtype_named(dtype), quantize=quantize)
     name = loaded.name + (f"-int{quantize}" if quantize else "")
     model = loaded.model
+    if dtype == "float32":  # float32 throughout, the KV cache too: batched replies then equal unbatched ones
+        model.kv_dtype = torch.float32
     info = {"name": name, "source": str(loaded.path), "sha256": sha256(loaded.path), "format": loaded.format,
             "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "quantize": quantize,
             "parameters": model.num_parameters(), "file_bytes": loaded.file_bytes,
-            "threads": torch.get_num_threads(), "max_batch": max_batch}
+            "threads": torch.get_num_threads(), "max_batch": max_batch,
+            "kv_dtype": str(model.kv_dtype).removeprefix("torch.")}
     # every slot holds the whole context; a prefix cache large enough to keep each multiple-choice context until
-    # its other options come in, with `max_batch` requests in flight (64 MB holds ~1,400 tokens of the default
-    # model's float32 KV)
+    # its other options come in, with `max_batch` requests in flight (64 MB holds ~2,800 tokens of the default
+    # model's bfloat16 KV)
     host = ModelHost(name, LLM(loaded), max_batch=max_batch, max_queue=1 << 16, context=context,
                      kv_budget_bytes=None, prefix_cache_bytes=512 << 20)
     info["weight_bytes"] = weight_bytes(host.llm.model)

@@ -11,7 +11,7 @@
  *   h = rmsnorm(x) * attn_norm; qkv = h @ Wqkv^T (+ bias); q, k = rope(q, k); cache[slot, :, position] = k, v
  *   x += attend(q, cache row up to position) @ Wo^T (+ bias)
  *   h = rmsnorm(x) * mlp_norm; gate, up = h @ Wgate_up^T; x += (silu(gate) * up) @ Wdown^T
- * Weights are float32, int8 or int4 (quantized_matmul.c's formats), biases float32; cos and sin (m, d) are each
+ * Weights are float32, int8 or int4 (quantized_matmul.c's formats), biases float32, the cache float32 or bfloat16; cos and sin (m, d) are each
  * row's rotary table at its position. Built by tinythink/model/native.py.
  */
 #include "quantized_matmul.c"
@@ -25,9 +25,10 @@ typedef struct {
 typedef struct {
     const float *attn_norm, *mlp_norm;  /* (dim,) */
     Linear qkv, o, gate_up, down;
-    float *k_cache, *v_cache;           /* (rows, h_kv, positions, d) */
-    int64_t row_stride, head_stride;    /* in floats */
+    void *k_cache, *v_cache;            /* (rows, h_kv, positions, d), float32 or bfloat16 */
+    int64_t row_stride, head_stride;    /* in elements */
     int64_t h, h_kv, hidden;            /* query heads, KV heads, MLP width */
+    int64_t bf16_cache;                 /* 1: the cache is bfloat16 */
 } Layer;
 
 /* x[i] += y[i] (+ bias), then out[i] = rmsnorm(x[i]) * weight, for each row; inside a parallel region */
@@ -100,9 +101,13 @@ int decode_layers(const Layer *layers, int64_t n_layers, float *x, int64_t m, in
             rope(part, cos + i * d, sin + i * d, d);
             if (head >= H) {
                 int64_t at = slots[i] * L->row_stride + (head - H) * L->head_stride + positions[i] * d;
-                for (int64_t j = 0; j < d; j++) {
-                    L->k_cache[at + j] = part[j];
-                    L->v_cache[at + j] = v[(head - H) * d + j];
+                const float *vh = v + (head - H) * d;
+                if (L->bf16_cache) {
+                    uint16_t *kc = (uint16_t *)L->k_cache + at, *vc = (uint16_t *)L->v_cache + at;
+                    for (int64_t j = 0; j < d; j++) kc[j] = to_bf16(part[j]), vc[j] = to_bf16(vh[j]);
+                } else {
+                    float *kc = (float *)L->k_cache + at, *vc = (float *)L->v_cache + at;
+                    for (int64_t j = 0; j < d; j++) kc[j] = part[j], vc[j] = vh[j];
                 }
             }
         }
@@ -110,9 +115,9 @@ int decode_layers(const Layer *layers, int64_t n_layers, float *x, int64_t m, in
 #pragma omp for schedule(dynamic, 1)
         for (int64_t item = 0; item < m * H_kv; item++) {  /* (row, KV head): its g query heads together */
             int64_t i = item / H_kv, head = item % H_kv;
-            int64_t kv = slots[i] * L->row_stride + head * L->head_stride;
-            attend(qkv + i * L->qkv.w.n + head * g * d, L->k_cache + kv, L->v_cache + kv, positions[i] + 1, (int)g,
-                   (int)d, scale, att + (i * H + head * g) * d);
+            int64_t kv = (slots[i] * L->row_stride + head * L->head_stride) * (L->bf16_cache ? 2 : 4);
+            attend(qkv + i * L->qkv.w.n + head * g * d, (char *)L->k_cache + kv, (char *)L->v_cache + kv,
+                   (int)L->bf16_cache, positions[i] + 1, (int)g, (int)d, scale, att + (i * H + head * g) * d);
         }
         product(att, &L->o.w, m, y, scratch);
 

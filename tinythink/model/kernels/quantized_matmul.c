@@ -37,11 +37,6 @@ typedef struct {
     int64_t n, k, bits, group;
 } Weights;
 
-static inline float bf16(uint16_t h) {
-    union { uint32_t u; float f; } c = {(uint32_t)h << 16};
-    return c.f;
-}
-
 static inline v8f load(const float *p) { return *(const v8f *)p; }
 static inline void store(float *p, v8f v) { *(v8f *)p = v; }
 
@@ -49,6 +44,7 @@ static inline void store(float *p, v8f v) { *(v8f *)p = v; }
  * from an 8-byte vector goes byte by byte, so AVX2 gets its widening instructions. */
 #if defined(__AVX2__)
 #include <immintrin.h>
+#include "bfloat16.h"
 static inline v8f int8s(const int8_t *p) {
     return (v8f)_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 }
