@@ -104,3 +104,12 @@ def test_dev_answers_are_dev_examples_the_evaluation_scores_right():
         assert task.score(example, row["completion"])[0] == 1.0  # the evaluation reads it as the right answer
     with pytest.raises(ValueError, match="no annotated answer"):
         inputs.dev_answers({"gsm8k": 1})
+
+
+def test_dev_labels_are_taken_in_turn_so_a_skewed_split_does_not_teach_its_majority():
+    from collections import Counter
+
+    rows = inputs.dev_answers({"sentiment": 150, "arc_easy": 30})
+    assert Counter(r["completion"] for r in rows if r["job"] == "dev/sentiment") == \
+        {"positive": 50, "negative": 50, "neutral": 50}  # 150 shuffled from the split: 86 positive
+    assert len({r["id"] for r in rows}) == 180
