@@ -37,9 +37,8 @@ def fits(heads: int, kv_heads: int, head_dim: int) -> bool:
 
 def decode_attention(q: Tensor, k: Tensor, v: Tensor, slots: Tensor, lengths: Tensor) -> Tensor:
     """q (N, H, D) float32: one new query per sequence; k, v (rows, H_kv, S, D): the cache, float32 or bfloat16;
-    slots (N,) int64:
-    each sequence's cache row; lengths (N,) int64: how many positions it attends to -> (N, H, D). Needs
-    `library()` and `supports(q, k)`."""
+    slots (N,) int64: each sequence's cache row; lengths (N,) int64: how many positions it attends to -> (N, H, D).
+    Needs `library()` and `supports(q, k)`."""
     return _call(library(), q.contiguous(), k, v, slots, lengths)
 
 

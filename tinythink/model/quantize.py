@@ -5,10 +5,11 @@
 
 The rest of a quantized model (embeddings, norms) runs in float32 where tinythink's kernels build, and else in
 bfloat16 where the CPU has it natively (`run_rest_in`, `load.quantized_rest_dtype`); for inference, embeddings are
-looked up in int8 rows, a tied output head's own (`quantize_embeddings`). With float32 activations a quantized layer runs on tinythink's own
-kernels (model/quantized_matmul.py); with bfloat16 ones, or where those cannot be built, on PyTorch's CPU
-weight-only kernels (`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`), which are fast with bfloat16
-activations and very slow with float32 ones (so they compute in bfloat16 and hand back the input's dtype).
+looked up in int8 rows, a tied output head's own (`quantize_embeddings`). With float32 activations a quantized
+layer runs on tinythink's own kernels (model/quantized_matmul.py); with bfloat16 ones, or where those cannot be
+built, on PyTorch's CPU weight-only kernels (`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`), which are fast
+with bfloat16 activations and very slow with float32 ones (so they compute in bfloat16 and hand back the input's
+dtype).
 The stored int4 format is plain nibbles (two weights a byte), portable across machines; PyTorch's kernel's
 packed layout is made at its first use.
 """

@@ -21,6 +21,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "bfloat16.h"
+
 /* int8 and int4 products of a few rows against int8 activations (below); quantized_matmul.py's check switches
  * it off to compare the float path, then on */
 static int int8_activations = 1;
@@ -44,7 +46,6 @@ static inline void store(float *p, v8f v) { *(v8f *)p = v; }
  * from an 8-byte vector goes byte by byte, so AVX2 gets its widening instructions. */
 #if defined(__AVX2__)
 #include <immintrin.h>
-#include "bfloat16.h"
 static inline v8f int8s(const int8_t *p) {
     return (v8f)_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 }
