@@ -6,9 +6,9 @@ model/quantized_matmul.py's kernel).
 
 It runs steps where every sequence decodes one token, up to the few-row limit of the products
 (quantized_matmul.FEW_ROWS; for quantized weights on CPUs with native bfloat16, below BFLOAT16_ROWS), for
-float32, int8 and int4 weights with float32 activations and a float32 or bfloat16 KV cache; anything else (prompts, wider
-batches, bfloat16 models, no compiler) runs the modules as before. Numerically it
-is the modules' computation: the tests compare its logits with theirs.
+float32, int8 and int4 weights with float32 activations and a float32 or bfloat16 KV cache; anything else
+(prompts, wider batches, bfloat16 models, no compiler) runs the modules as before. Numerically it is the
+modules' computation: the tests compare its logits with theirs.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@
  *   h = rmsnorm(x) * attn_norm; qkv = h @ Wqkv^T (+ bias); q, k = rope(q, k); cache[slot, :, position] = k, v
  *   x += attend(q, cache row up to position) @ Wo^T (+ bias)
  *   h = rmsnorm(x) * mlp_norm; gate, up = h @ Wgate_up^T; x += (silu(gate) * up) @ Wdown^T
- * Weights are float32, int8 or int4 (quantized_matmul.c's formats), biases float32, the cache float32 or bfloat16; cos and sin (m, d) are each
- * row's rotary table at its position. Built by tinythink/model/native.py.
+ * Weights are float32, int8 or int4 (quantized_matmul.c's formats), biases float32, the cache float32 or
+ * bfloat16; cos and sin (m, d) are each row's rotary table at its position. Built by tinythink/model/native.py.
  */
 #include "quantized_matmul.c"
 #include "decode_attention.c"
