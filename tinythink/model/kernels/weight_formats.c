@@ -40,13 +40,13 @@ static void scale_min_k4(int j, const uint8_t *q, float *d, float *m) {  /* Q4_K
     }
 }
 
-/* one block at x -> its weights at y; returns the block's bytes */
-static int block(int type, const uint8_t *x, float *restrict y) {
+/* one block at x -> its weights at y (its size: block_bytes) */
+static void block(int type, const uint8_t *x, float *restrict y) {
     switch (type) {
     case Q8_0: {  /* d, 32 x int8 */
         float d = half(x);
         for (int l = 0; l < 32; l++) y[l] = d * (int8_t)x[2 + l];
-        return 34;
+        return;
     }
     case Q4_0: case Q4_1: {  /* d, [m], 16 bytes: weight l in the low nibble of byte l, l + 16 in the high */
         float d = half(x), m = type == Q4_1 ? half(x + 2) : -8.0f * d;
@@ -55,7 +55,7 @@ static int block(int type, const uint8_t *x, float *restrict y) {
             y[l] = d * (q[l] & 0xF) + m;
             y[l + 16] = d * (q[l] >> 4) + m;
         }
-        return type == Q4_1 ? 20 : 18;
+        return;
     }
     case Q5_0: case Q5_1: {  /* d, [m], 32 fifth bits, 16 bytes of nibbles as Q4's */
         float d = half(x), m = type == Q5_1 ? half(x + 2) : -16.0f * d;
@@ -65,7 +65,7 @@ static int block(int type, const uint8_t *x, float *restrict y) {
             y[l] = d * ((q[l] & 0xF) | ((qh >> l) << 4 & 0x10)) + m;
             y[l + 16] = d * ((q[l] >> 4) | ((qh >> (l + 12)) & 0x10)) + m;
         }
-        return type == Q5_1 ? 24 : 22;
+        return;
     }
     case Q4_K: case Q5_K: {  /* d, dmin, 12 bytes of scales, [32 bytes of fifth bits], 128 bytes of nibbles */
         float d = half(x), dmin = half(x + 2);
@@ -82,7 +82,7 @@ static int block(int type, const uint8_t *x, float *restrict y) {
                 y[j + 32 + l] = d2 * ((q[l] >> 4) + hi2) - o2;
             }
         }
-        return type == Q5_K ? 176 : 144;
+        return;
     }
     case Q6_K: {  /* 128 bytes low nibbles, 64 bytes high 2 bits, 16 int8 scales, d */
         const uint8_t *ql = x, *qh = x + 128;
@@ -97,10 +97,9 @@ static int block(int type, const uint8_t *x, float *restrict y) {
                 y[n + l + 96] = d * sc[is + 6] * (((ql[l + 32] >> 4) | ((qh[l] >> 6 & 3) << 4)) - 32);
             }
         }
-        return 210;
+        return;
     }
     }
-    return 0;
 }
 
 static int block_weights(int type) {
@@ -132,7 +131,7 @@ int64_t row_bytes(int type, int64_t cols) {
 int dequantize_rows(int type, const uint8_t *src, float *dst, int64_t rows, int64_t cols) {
     int64_t stride = row_bytes(type, cols);
     if (stride == 0) return -1;
-    int w = block_weights(type);
+    int w = block_weights(type), bytes = block_bytes(type);
     #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; r++) {
         const uint8_t *x = src + r * stride;
@@ -147,7 +146,7 @@ int dequantize_rows(int type, const uint8_t *src, float *dst, int64_t rows, int6
                 memcpy(y + c, &bits, 4);
             }
         } else {
-            for (int64_t c = 0; c < cols; c += w) x += block(type, x, y + c);
+            for (int64_t c = 0; c < cols; c += w, x += bytes) block(type, x, y + c);
         }
     }
     return 0;
