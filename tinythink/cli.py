@@ -447,6 +447,7 @@ def cmd_make(args):
 
 def cmd_teach(args):
     from tinythink.compress.make import parse_duration
+    from tinythink.teach import traces
     from tinythink.teach.jobs import JOBS
     from tinythink.teach.recipe import STAGES, Teach, TeachSettings
 
@@ -457,12 +458,17 @@ def cmd_teach(args):
     stages = tuple(args.stages.split(","))
     if set(stages) - set(STAGES):
         raise TinythinkError(f"--stages takes {', '.join(STAGES)}, comma-separated")
+    datasets = tuple(args.datasets.split(",")) if args.datasets else traces.DATASETS + traces.CHOICE_TASKS
+    unknown = set(datasets) - set(traces.DATASETS + traces.CHOICE_TASKS)
+    if unknown:
+        raise TinythinkError(f"unknown reasoning datasets {', '.join(sorted(unknown))} "
+                             f"(known: {', '.join(traces.DATASETS + traces.CHOICE_TASKS)})")
     settings = TeachSettings(teacher=args.teacher, out=args.out, teacher_endpoint=args.teacher_endpoint,
                              student=args.student, per_job=args.per_job,
-                             problems=args.problems, samples=args.samples, concurrency=args.concurrency, rank=args.rank,
-                             alpha=args.alpha or 2.0 * args.rank,
+                             problems=args.problems, choice_problems=args.choice_problems, samples=args.samples,
+                             concurrency=args.concurrency, rank=args.rank, alpha=args.alpha or 2.0 * args.rank,
                              epochs=args.epochs, max_time=parse_duration(args.max_time) if args.max_time else None,
-                             jobs=jobs)
+                             jobs=jobs, datasets=datasets)
     _set_threads(args.threads)
     teach = Teach(settings)
     results = teach.run(stages)
@@ -643,6 +649,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", help="comma-separated subset of the jobs (default all)")
     p.add_argument("--per-job", type=int, default=200, help="inputs per job (default 200)")
     p.add_argument("--problems", type=int, default=300, help="reasoning problems per generator (default 300)")
+    p.add_argument("--datasets", help="comma-separated reasoning generators and choice tasks for the reason stage "
+                                      "(default all)")
+    p.add_argument("--choice-problems", type=int, default=150,
+                   help="dev questions per multiple-choice task (ARC, CSQA, OpenBookQA) reasoned through (default 150)")
     p.add_argument("--samples", type=int, default=3, help="teacher samples where an answer must agree")
     p.add_argument("--concurrency", type=int, default=32, help="teacher requests in flight (its batch)")
     p.add_argument("--rank", type=int, default=32, help="LoRA rank")

@@ -57,6 +57,16 @@ def test_penalties_and_bias():
     assert s(LOGITS) == 3
 
 
+def test_refused_tokens_are_masked_and_another_drawn():
+    s = Sampler(SamplingParams(temperature=0.0, logprobs=2), prompt=[], vocab_size=6)
+    assert s(LOGITS, refuse=lambda token: token in (0, 1)) == 2  # the best token the rule allows
+    assert s.logprobs[-1][0] == 2 and s.counts[2] == 1 and s.counts[0] == 0  # recorded once, as drawn
+    seeded = Sampler(SamplingParams(temperature=2.0, seed=0), prompt=[], vocab_size=6)
+    assert all(seeded(LOGITS, refuse=lambda token: token % 2 == 0) % 2 for _ in range(50))
+    everything = Sampler(SamplingParams(temperature=0.0), prompt=[], vocab_size=6)
+    assert everything(LOGITS, refuse=lambda token: True) in range(6)  # nothing allowed: it takes what it drew
+
+
 @pytest.mark.parametrize("bad, message", [
     (dict(temperature=-0.1), "temperature"), (dict(top_p=0.0), "top_p"), (dict(top_k=-1), "top_k"),
     (dict(min_p=1.5), "min_p"), (dict(max_tokens=0), "max_tokens"), (dict(repetition_penalty=0.0), "repetition"),

@@ -4,7 +4,7 @@ import pytest
 
 from serving import BUDGETS, MODEL
 from tinythink.engine.batch import LOOP_NGRAM, LOOP_REPEATS, Thinking, answer_reserve
-from tinythink.text.reasoning import ReasoningSplitter
+from tinythink.text.reasoning import ReasoningSplitter, reopens_thought
 
 QUESTION = [{"role": "user", "content": "Tom has 3 apples and buys 2 more. How many apples does he have?"}]
 CLOSE_TOKENS = 6  # "\n</think>\n\n", written by the engine when the budget runs out
@@ -86,6 +86,25 @@ def test_streamed_reasoning_comes_first_and_matches(client):
             content += delta.content
     assert kinds == sorted(kinds, reverse=True) and "r" in kinds and "c" in kinds  # all reasoning, then answer
     assert (reasoning, content) == (whole.reasoning_content, whole.content)
+
+
+def test_the_answer_never_opens_another_thought(client):
+    # a model pushed to write '<' everywhere: in its thought it may, but its answer may not start a tag
+    # ('<' then 'think>'), or it would answer nothing (small models reopen their thought where an answer belongs)
+    bias = {str(client_tokens(client, "<")): 30, str(client_tokens(client, "</")): 30}
+    r = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, reasoning_effort="low",
+                                       max_completion_tokens=60, logit_bias=bias)
+    message = r.choices[0].message
+    assert r.usage.completion_tokens_details.reasoning_tokens > 0
+    assert message.content and not message.content.lstrip().startswith("<")
+    assert "<think" not in message.content and "</think" not in message.content
+
+
+def test_answers_that_would_reopen_a_thought_are_recognised():
+    for text in ("<", "\n\n<", " </", "<th", "<think>", "</think>", "B <think", "so </think", "<thinking"):
+        assert reopens_thought(text), text
+    for text in ("", "\n\n", "B", "B <", "x < y", "<div>", "The answer is B.", "think about it"):
+        assert not reopens_thought(text), text
 
 
 def test_splitter_handles_a_tag_split_across_chunks():

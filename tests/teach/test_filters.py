@@ -63,6 +63,23 @@ def test_traces_whose_answer_is_wrong_are_dropped_and_right_ones_become_thoughts
     assert "Think step by step" in example["messages"][0]["content"]
 
 
+def test_choice_traces_need_the_key_and_are_learnt_under_the_evaluations_prompt():
+    from tinythink.eval.tasks import TASKS
+
+    (item,) = traces.problems("arc_easy", 1)
+    (example,) = TASKS["arc_easy"].examples("dev", 1)
+    assert item["student"] == example.messages and traces.CHOICE_REASON in item["messages"][-1]["content"]
+    letter = "ABCD"[item["gold"]]
+    wrong = "ABCD"[(item["gold"] + 1) % 4]
+    right = f"Plants make food from light.\nThe answer is {letter}."
+    assert traces.correct(item, right)
+    assert not traces.correct(item, f"Plants make food.\nThe answer is {wrong}.")
+    assert not traces.correct(item, f"{letter} is what I would pick")  # no marked answer line: not a trace
+    learnt = traces.thinking_example(item, right)
+    assert learnt["completion"] == f"<think>\nPlants make food from light.\n</think>\n\n{letter}"
+    assert learnt["messages"][-1] == example.messages[-1] and "Think step by step" in learnt["messages"][0]["content"]
+
+
 def test_no_evaluation_test_item_is_an_input():
     from tinythink.eval.tasks import TASKS
 
@@ -75,6 +92,10 @@ def test_no_evaluation_test_item_is_an_input():
     for dataset in traces.DATASETS:
         taken = traces.test_questions(dataset)
         assert all(p["entry"]["question"] not in taken for p in traces.problems(dataset, 60))
+    for task in traces.CHOICE_TASKS:
+        test_prompts = {e.messages[-1]["content"] for e in TASKS[task].examples("test")}
+        asked = traces.problems(task, 1000)
+        assert asked and not any(p["student"][-1]["content"] in test_prompts for p in asked)
 
 
 def test_the_writer_skips_what_is_done_and_survives_a_torn_line(tmp_path):

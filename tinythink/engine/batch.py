@@ -40,10 +40,12 @@ LOOP_NGRAM, LOOP_REPEATS = 12, 3  # a thought whose last 12 tokens it has alread
 class Thinking:
     """An enforced thinking budget: once `budget` tokens are spent in thought, the model tries to stop before
     closing its thought, or the thought repeats itself (its last LOOP_NGRAM tokens seen LOOP_REPEATS times
-    before: small models loop), the engine writes `close_ids` itself and the model goes on to answer."""
+    before: small models loop), the engine writes `close_ids` itself and the model goes on to answer. In the
+    answer, tokens that would open or close another thought are refused."""
     budget: int
     close_ids: list[int]
     is_closed: Callable[[list[int]], bool]  # does this output already close the thought?
+    reopens: Callable[[list[int]], bool] | None = None  # would these answer tokens start another thought?
     tokens: int | None = None  # thinking tokens, once the thought is closed
     forcing: list[int] = field(default_factory=list)
     ngrams: dict[tuple[int, ...], int] = field(default_factory=dict)  # the thought's n-grams, counted
@@ -348,8 +350,12 @@ class BatchEngine:
 
     def _next_token(self, req: Request, logits: torch.Tensor) -> int:
         t = req.thinking
-        if t is None or t.tokens is not None:
+        if t is None:
             return req.sampler(logits)
+        if t.tokens is not None:
+            answer = req.output[t.tokens:]
+            refuse = None if t.reopens is None else lambda token: t.reopens(answer + [token])
+            return req.sampler(logits, refuse=refuse)
         if not t.forcing and len(req.output) >= t.budget:
             t.forcing, t.closed_by = list(t.close_ids), "budget"  # the budget is spent: close the thought ourselves
         if t.forcing:

@@ -7,6 +7,7 @@ top-p and min-p filtering, then a draw from a seeded generator (or argmax at tem
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -77,6 +78,9 @@ def logprob_entries(logp: Tensor, targets: Tensor, top: int) -> list[tuple[int, 
                                                             values.tolist())]
 
 
+MAX_REFUSED = 8  # tokens refused in a row before the sampler takes what it drew
+
+
 class Sampler:
     """Samples one sequence's tokens; remembers what it has seen for the penalties."""
 
@@ -98,9 +102,10 @@ class Sampler:
         else:
             self.bias = None
 
-    def __call__(self, logits: Tensor, constrained: bool = True) -> int:
+    def __call__(self, logits: Tensor, constrained: bool = True, refuse: Callable[[int], bool] | None = None) -> int:
         """logits (vocab,) float32 -> the next token id; records it. `constrained=False` samples outside the
-        grammar (a thought before a constrained answer), which then starts at the next constrained call."""
+        grammar (a thought before a constrained answer), which then starts at the next constrained call. A token
+        that `refuse` rejects is masked and another sampled (at most MAX_REFUSED times)."""
         constraint = self.constraint if constrained else None
         logits = self.adjust(logits)
         # log-probabilities of the model's distribution (after penalties and bias; before temperature,
@@ -109,6 +114,13 @@ class Sampler:
         if constraint is not None:
             constraint.mask(logits)
         token = int(self.sample(logits))
+        for _ in range(MAX_REFUSED if refuse is not None else 0):
+            if not refuse(token):
+                break
+            logits[token] = float("-inf")
+            if torch.isinf(logits).all():
+                break
+            token = int(self.sample(logits))
         if logp is not None:
             self.logprobs += logprob_entries(logp[None], torch.tensor([token]), self.p.logprobs)
         if constraint is not None:

@@ -10,7 +10,7 @@ from tinythink.engine.batch import BatchEngine, Thinking, answer_reserve
 from tinythink.engine.constraint import Grammars
 from tinythink.engine.sampling import SamplingParams
 from tinythink.llm import LLM
-from tinythink.text.reasoning import THINK_CLOSE
+from tinythink.text.reasoning import THINK_CLOSE, reopens_thought
 from tinythink.text.stream import TextChunk, TextStream
 
 
@@ -37,7 +37,9 @@ class ModelHost:
         close = tok.encode(f"\n{THINK_CLOSE}\n\n", add_special_tokens=False)
         if max_tokens is not None:
             budget = max(0, min(budget, max_tokens - answer_reserve(max_tokens) - len(close)))
-        return Thinking(budget, close, lambda out: THINK_CLOSE in tok.decode(out[-12:], skip_special_tokens=False))
+        # the answer's last 16 tokens hold any tag it could be writing (a tag is at most ~5 tokens)
+        return Thinking(budget, close, lambda out: THINK_CLOSE in tok.decode(out[-12:], skip_special_tokens=False),
+                        lambda answer: reopens_thought(tok.decode(answer[-16:], skip_special_tokens=False)))
 
     async def stream(self, prompt: list[int], params: SamplingParams, stop: list[str], grammar: str | None = None,
                      thinking: Thinking | None = None) -> AsyncIterator[TextChunk]:

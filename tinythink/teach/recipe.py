@@ -38,6 +38,7 @@ class TeachSettings:
     student: str = BASE_MODEL
     per_job: int = 200  # inputs per job
     problems: int = 300  # reasoning problems per generator
+    choice_problems: int = 150  # dev questions per multiple-choice task, reasoned through
     trace_tokens: int = 400  # the most tokens a worked solution may take
     samples: int = 3  # teacher samples for jobs with one right answer (and for traces)
     agreement: float = 2 / 3  # the fraction of samples that must agree
@@ -50,7 +51,7 @@ class TeachSettings:
     seq_len: int = 1024
     max_time: float | None = None
     jobs: tuple[str, ...] = tuple(JOBS)
-    datasets: tuple[str, ...] = traces.DATASETS  # reasoning generators
+    datasets: tuple[str, ...] = traces.DATASETS + traces.CHOICE_TASKS  # reasoning generators, choice tasks
     dev_answers: tuple[tuple[str, int], ...] = tuple(inputs.DEV_ANSWERS.items())  # (task, examples) for `dev`
     seed: int = 0
 
@@ -200,8 +201,10 @@ class Teach:
         writer = generate.Writer(self.out / "traces.jsonl")
         totals = {}
         for dataset in self.s.datasets:
-            items = traces.problems(dataset, self.s.problems)
-            settings = {"temperature": self.s.temperature, "n": self.s.samples, "max_tokens": self.s.trace_tokens}
+            items = traces.problems(dataset, self.s.choice_problems if dataset in traces.CHOICE_TASKS
+                                    else self.s.problems)
+            limit = traces.CHOICE_TRACE_TOKENS if dataset in traces.CHOICE_TASKS else self.s.trace_tokens
+            settings = {"temperature": self.s.temperature, "n": self.s.samples, "max_tokens": limit}
 
             def accept(item, replies, settings=settings):
                 right = [r for r in replies if traces.correct(item, r)]
@@ -211,9 +214,9 @@ class Teach:
                 row = self.provenance(item, "reasoning", example["messages"], example["completion"], settings)
                 return {**row, "dataset": dataset, "correct_samples": len(right)}
 
-            request = lambda item: {"messages": item["messages"], "n": self.s.samples,
-                                    "temperature": self.s.temperature, "max_completion_tokens": self.s.trace_tokens,
-                                    "seed": hash(item["id"]) % (1 << 31)}
+            request = lambda item, limit=limit: {"messages": item["messages"], "n": self.s.samples,
+                                                 "temperature": self.s.temperature, "max_completion_tokens": limit,
+                                                 "seed": hash(item["id"]) % (1 << 31)}
             totals[dataset] = generate.run(endpoint.client, endpoint.model, items, request, accept, writer,
                                            self.s.concurrency, dataset, self.progress)
         return totals

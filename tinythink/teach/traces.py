@@ -5,6 +5,11 @@ format the server's `reasoning_effort` uses: our thinking instruction, then `<th
 
 Problems are drawn with seeds far from the evaluation's (1,000,000 dev, 2,000,000 test, 500 items each), and a
 problem whose question the evaluation's test part holds is left out, as the evaluation itself does for dev.
+
+Multiple-choice questions (ARC, CommonsenseQA, OpenBookQA) come from the evaluation's *dev* part only. The teacher
+is asked to reason briefly and name a letter; a trace is kept when its letter is the dataset's key, and the student
+learns it under the evaluation's own prompt (answer with the letter), so that with a thinking instruction it
+thinks before the letter and without one it still answers with the letter alone (the dev stage's rows).
 """
 
 from __future__ import annotations
@@ -16,6 +21,11 @@ from tinythink.text.reasoning import THINK_CLOSE, THINK_OPEN, with_instruction
 TRAIN_SEED = 7_000_000
 DATASETS = ("basic_arithmetic", "chain_sum", "simple_equations", "leg_counting", "gsm_symbolic", "syllogism",
             "family_relationships")
+CHOICE_TASKS = ("arc_easy", "arc_challenge", "csqa", "openbookqa")
+CHOICE_ASK = "Answer with the letter of the correct option."  # the end of the evaluation's choice prompt
+CHOICE_REASON = ("Think it through in two or three short sentences, then end with the line 'The answer is X.', "
+                 "where X is the letter of the correct option.")
+CHOICE_TRACE_TOKENS = 200  # a choice question's reasoning must fit well inside the `low` effort's 256 tokens
 
 
 @cache
@@ -26,7 +36,10 @@ def test_questions(dataset: str) -> frozenset[str]:
 
 
 def problems(dataset: str, n: int, seed: int = TRAIN_SEED) -> list[dict]:
-    """n problems of a generator, asked as the evaluation asks them (its instruction, so its parser reads them)."""
+    """n problems of a generator, asked as the evaluation asks them (its instruction, so its parser reads them);
+    of a choice task, n of its dev questions, asked to reason first."""
+    if dataset in CHOICE_TASKS:
+        return choice_problems(dataset, n)
     import reasoning_gym
 
     taken = test_questions(dataset)
@@ -48,9 +61,27 @@ def _example(dataset: str, entry: dict, ident: str):
     return Example(ident, user(prompt.format(question=entry["question"])), gold, entry=entry)
 
 
-def correct(item: dict, reply: str) -> bool:
+def choice_problems(task: str, n: int) -> list[dict]:
     from tinythink.eval.tasks import TASKS
 
+    out = []
+    for e in TASKS[task].examples("dev", n):
+        prompt = e.messages[-1]["content"]
+        if not prompt.endswith(CHOICE_ASK):
+            raise ValueError(f"{task}: the evaluation's choice prompt changed; update traces.CHOICE_ASK")
+        asked = [*e.messages[:-1], {"role": "user", "content": prompt.removesuffix(CHOICE_ASK) + CHOICE_REASON}]
+        out.append({"id": f"{task}-{e.id}", "dataset": task, "messages": asked, "student": e.messages,
+                    "gold": e.gold, "options": len(e.options)})
+    return out
+
+
+def correct(item: dict, reply: str) -> bool:
+    from tinythink.eval import parse
+    from tinythink.eval.tasks import TASKS
+
+    if item["dataset"] in CHOICE_TASKS:  # the marked letter must be the key
+        _, answer = split_steps(reply)
+        return "answer is" in answer.lower() and parse.choice_letter(answer, item["options"]) == item["gold"]
     example = _example(item["dataset"], item["entry"], item["id"])
     return TASKS[item["dataset"]].score(example, reply)[0] == 1.0
 
@@ -63,7 +94,10 @@ def split_steps(reply: str) -> tuple[str, str]:
 
 
 def thinking_example(item: dict, reply: str) -> dict:
-    """A verified trace as a chat the student learns: the thinking instruction, then thought and answer."""
+    """A verified trace as a chat the student learns: the thinking instruction, then thought and answer (of a
+    choice question, its letter alone, as the evaluation's prompt asks)."""
     steps, answer = split_steps(reply)
-    return {"messages": with_instruction(item["messages"]),
+    if item["dataset"] in CHOICE_TASKS:
+        answer = "ABCDEFGHIJ"[item["gold"]]
+    return {"messages": with_instruction(item.get("student", item["messages"])),
             "completion": f"{THINK_OPEN}\n{steps}\n{THINK_CLOSE}\n\n{answer}"}

@@ -35,6 +35,17 @@ def chat_text(template: ChatTemplate, messages: list[dict], think: bool, **templ
     return text if text.rstrip().endswith(THINK_OPEN) else text + f"{THINK_OPEN}\n"
 
 
+def reopens_thought(answer: str) -> bool:
+    """Does this answer (the text after a closed thought, so far) open or close another thought: a tag in it, or
+    nothing yet but the start of one? Small models imitate the tags; one that opens a second thought where its
+    answer should begin answers nothing (the splitter below ends the answer there), so the engine refuses those
+    tokens."""
+    head = answer.lstrip()
+    return (THINK_OPEN[:-1] in answer or THINK_CLOSE[:-1] in answer
+            or (bool(head) and len(head) < len(THINK_CLOSE) and (THINK_OPEN.startswith(head)
+                                                                 or THINK_CLOSE.startswith(head))))
+
+
 class ReasoningSplitter:
     """Feeds on reply text (which starts inside the thought); gives back (reasoning, answer) pieces.
 
