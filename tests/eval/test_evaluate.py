@@ -12,9 +12,9 @@ from tinythink.eval.evaluate import Target, evaluate
 
 MODEL = "smollm2-135m"
 
-# one task of each kind that downloads little: a classification, a generated math task, multiple choice
-# (by letter and by log-likelihood), a safety set
-TASKS = "sentiment,basic_arithmetic,arc_easy,harmbench"
+# one task of each kind that downloads little: a classification (by a prompt, and through the task API), a
+# generated math task, multiple choice (by letter and by log-likelihood), a safety set
+TASKS = "sentiment,task-sentiment,basic_arithmetic,arc_easy,harmbench"
 LIMIT = 6
 
 
@@ -42,6 +42,15 @@ def test_a_model_against_itself_retains_everything(self_eval):
     assert "macro_f1" in results["tasks"]["sentiment"]["model"]
 
 
+def test_the_task_api_is_evaluated_through_its_endpoint(self_eval):
+    out, results, done = self_eval
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    asked = [r for r in rows if r["task"] == "task-sentiment"]
+    prompted = {r["id"]: r for r in rows if r["task"] == "sentiment"}
+    assert len(asked) == 2 * LIMIT and {r["id"] for r in asked} == set(prompted)  # the same test items
+    assert all(r["error"] is None and r["answer"] in ("positive", "negative", "neutral") for r in asked)
+
+
 def test_outputs_are_complete(self_eval):
     out, results, done = self_eval
     model = results["models"]["model"]
@@ -52,7 +61,7 @@ def test_outputs_are_complete(self_eval):
     # one pool for all tasks: each task's span lies within the suite's wall time
     assert all(0 < t["model"]["speed"]["wall_s"] <= model["wall_s"] for t in results["tasks"].values())
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 2 * 4 * LIMIT and all("reply" in s and "score" in s for s in samples)
+    assert len(samples) == 2 * 5 * LIMIT and all("reply" in s and "score" in s for s in samples)
     report = (out / "report.md").read_text()
     assert "| arc_easy | reasoning | accuracy |" in report and "retention" in report and "peak RSS" in report
     for chart in ("scores.png", "tradeoff.png"):

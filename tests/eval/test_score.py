@@ -56,6 +56,20 @@ def test_generated_tasks_use_other_examples_for_dev_and_test():
     assert task.score(right, "The answer is banana.") == (0.0, None)
 
 
+def test_task_api_evaluations_ask_the_same_test_items_as_the_prompts():
+    # the mini learnt dev items of sentiment, intent and summary: its task-API figures must be on their test items
+    for name, prompt_task in (("task-sentiment", "sentiment"), ("task-classify", "intent"),
+                              ("task-summarize", "summary")):
+        task, twin = TASKS[name], TASKS[prompt_task]
+        assert task.suite == "light" and task.api
+        for split in ("dev", "test"):
+            ours, theirs = task.examples(split, 200), twin.examples(split, 200)
+            assert [e.id for e in ours] == [e.id for e in theirs] and [e.gold for e in ours] == [e.gold for e in theirs]
+        text = ours[0].request["text"]
+        assert text and text in theirs[0].messages[-1]["content"]  # the prompt's text, without the prompt
+    assert TASKS["task-classify"].examples("test", 1)[0].request["labels"] == TASKS["intent"].labels
+
+
 def test_suites():
     assert {t.suite for t in suite("all")} == {"light", "reasoning", "safety"}
     assert [t.name for t in suite("sentiment,gsm8k,sentiment")] == ["sentiment", "gsm8k"]

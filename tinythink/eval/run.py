@@ -71,6 +71,19 @@ class Endpoint:
         return Reply(text, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0,
                      first - start if first else None, seconds)
 
+    def task(self, name: str, body: dict, field: str) -> Reply:
+        """One ready-made task's answer (`POST /v1/tasks/{name}`), its `field` as the reply's text."""
+        import httpx
+        import openai
+
+        start = time.perf_counter()
+        try:
+            r = self.client.post(f"/tasks/{name}", body={**body, "model": self.model}, cast_to=httpx.Response)
+        except openai.APIStatusError as e:
+            return Reply("", 0, 0, None, time.perf_counter() - start, error=f"{e.status_code}: {e.message}")
+        answer = r.json()[field]
+        return Reply("" if answer is None else str(answer), 0, 0, None, time.perf_counter() - start)
+
     def logliks(self, options: list[tuple[str, str]]) -> list[tuple[float, int]]:
         """(log-likelihood, characters) of each continuation given its context."""
         prompts, starts = [], []
@@ -104,7 +117,8 @@ def run_tasks(endpoint: Endpoint, tasks: list[Task], examples: dict[str, list[Ex
     def one(item: tuple[Task, Example]) -> tuple[dict, float, float]:
         task, example = item
         start = time.perf_counter()
-        reply = endpoint.chat(example.messages, task.max_tokens)
+        reply = endpoint.task(task.api[0], example.request, task.api[1]) if task.api else \
+            endpoint.chat(example.messages, task.max_tokens)
         value, answer = task.score(example, reply.text) if reply.error is None else (0.0, None)
         row = {"id": example.id, "reply": reply.text, "answer": answer, "score": value, "error": reply.error,
                "prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,

