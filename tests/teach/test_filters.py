@@ -75,6 +75,11 @@ def test_choice_traces_need_the_key_and_are_learnt_under_the_evaluations_prompt(
     assert traces.correct(item, right)
     assert not traces.correct(item, f"Plants make food.\nThe answer is {wrong}.")
     assert not traces.correct(item, f"{letter} is what I would pick")  # no marked answer line: not a trace
+    assert not traces.correct(item, f"The answer is {letter}.")  # no steps: nothing to learn as a thought
+    one_paragraph = f"Plants make food from light, so they need it. The answer is {letter}."
+    assert traces.correct(item, one_paragraph)
+    assert traces.thinking_example(item, one_paragraph)["completion"] == \
+        f"<think>\nPlants make food from light, so they need it.\n</think>\n\n{letter}"
     learnt = traces.thinking_example(item, right)
     assert learnt["completion"] == f"<think>\nPlants make food from light.\n</think>\n\n{letter}"
     assert learnt["messages"][-1] == example.messages[-1] and "Think step by step" in learnt["messages"][0]["content"]

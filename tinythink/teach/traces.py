@@ -79,18 +79,26 @@ def correct(item: dict, reply: str) -> bool:
     from tinythink.eval import parse
     from tinythink.eval.tasks import TASKS
 
+    steps, answer = split_steps(reply)
+    if not steps:  # an answer without its steps teaches no thought
+        return False
     if item["dataset"] in CHOICE_TASKS:  # the marked letter must be the key
-        _, answer = split_steps(reply)
         return "answer is" in answer.lower() and parse.choice_letter(answer, item["options"]) == item["gold"]
     example = _example(item["dataset"], item["entry"], item["id"])
     return TASKS[item["dataset"]].score(example, reply)[0] == 1.0
 
 
 def split_steps(reply: str) -> tuple[str, str]:
-    """A worked solution -> (its steps, its final answer line)."""
-    lines = [line for line in reply.strip().splitlines()]
-    last = max((i for i, line in enumerate(lines) if "answer is" in line.lower()), default=len(lines) - 1)
-    return "\n".join(lines[:last]).strip(), "\n".join(lines[last:]).strip()
+    """A worked solution -> (its steps, its final answer: the sentence that says "answer is", to the end; else
+    the last line). Teachers often reason and answer in one paragraph: the steps are what precedes the sentence."""
+    text = reply.strip()
+    at = text.lower().rfind("answer is")
+    if at < 0:
+        at = text.rfind("\n") + 1
+    else:  # back to the start of that sentence
+        at = max((i + len(mark) for mark in ("\n", ". ", "! ", "? ", ": ") if (i := text.rfind(mark, 0, at)) >= 0),
+                 default=0)
+    return text[:at].strip(), text[at:].strip()
 
 
 def thinking_example(item: dict, reply: str) -> dict:
