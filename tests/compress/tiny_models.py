@@ -4,7 +4,7 @@ A module of its own (not conftest.py), so that test files and scripts can import
 
 import torch
 
-from tinythink.compress.data import Document, PackedData, pack
+from tinythink.compress.data import Document
 from tinythink.model.config import ModelConfig
 from tinythink.model.transformer import Transformer
 
