@@ -458,11 +458,11 @@ def cmd_teach(args):
     stages = tuple(args.stages.split(","))
     if set(stages) - set(STAGES):
         raise TinythinkError(f"--stages takes {', '.join(STAGES)}, comma-separated")
-    datasets = tuple(args.datasets.split(",")) if args.datasets else traces.DATASETS + traces.CHOICE_TASKS
-    unknown = set(datasets) - set(traces.DATASETS + traces.CHOICE_TASKS)
+    datasets = tuple(args.datasets.split(",")) if args.datasets else traces.REASONING
+    unknown = set(datasets) - set(traces.REASONING)
     if unknown:
         raise TinythinkError(f"unknown reasoning datasets {', '.join(sorted(unknown))} "
-                             f"(known: {', '.join(traces.DATASETS + traces.CHOICE_TASKS)})")
+                             f"(known: {', '.join(traces.REASONING)})")
     settings = TeachSettings(teacher=args.teacher, out=args.out, teacher_endpoint=args.teacher_endpoint,
                              student=args.student, per_job=args.per_job,
                              problems=args.problems, choice_problems=args.choice_problems, samples=args.samples,

@@ -51,7 +51,7 @@ class TeachSettings:
     seq_len: int = 1024
     max_time: float | None = None
     jobs: tuple[str, ...] = tuple(JOBS)
-    datasets: tuple[str, ...] = traces.DATASETS + traces.CHOICE_TASKS  # reasoning generators, choice tasks
+    datasets: tuple[str, ...] = traces.REASONING  # reasoning generators, choice tasks
     dev_answers: tuple[tuple[str, int], ...] = tuple(inputs.DEV_ANSWERS.items())  # (task, examples) for `dev`
     seed: int = 0
 

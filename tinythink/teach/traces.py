@@ -22,6 +22,7 @@ TRAIN_SEED = 7_000_000
 DATASETS = ("basic_arithmetic", "chain_sum", "simple_equations", "leg_counting", "gsm_symbolic", "syllogism",
             "family_relationships")
 CHOICE_TASKS = ("arc_easy", "arc_challenge", "csqa", "openbookqa")
+REASONING = DATASETS + CHOICE_TASKS  # what the reason stage can draw on
 CHOICE_ASK = "Answer with the letter of the correct option."  # the end of the evaluation's choice prompt
 CHOICE_REASON = ("Think it through in two or three short sentences, then end with the line 'The answer is X.', "
                  "where X is the letter of the correct option.")
