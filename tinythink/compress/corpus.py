@@ -115,7 +115,7 @@ def evaluation_dev() -> list[Record]:
 
     out = []
     for task in TASKS.values():
-        if task.kind in ("refusal", "compliance"):
+        if task.kind in ("refusal", "compliance") or task.split_as:  # split_as: another task's items, again
             continue
         # a dev item may share its passage with a test item (BoolQ asks several questions of one passage): such
         # items stay out, so that no test item's text is ever trained on
