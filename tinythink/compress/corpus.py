@@ -111,6 +111,7 @@ def jeopardy() -> list[Record]:
 
 def evaluation_dev() -> list[Record]:
     """The evaluation tasks' dev parts, each prompt with its reference answer (never their test parts)."""
+    from tinythink.eval.parse import LETTERS
     from tinythink.eval.tasks import TASKS
 
     out = []
@@ -127,7 +128,7 @@ def evaluation_dev() -> list[Record]:
                 continue
             gold = e.gold
             if task.kind == "choice":
-                gold = task.labels[gold] if task.labels else "ABCDE"[gold]
+                gold = task.labels[gold] if task.labels else LETTERS[gold]
             elif task.kind == "answer" and isinstance(gold, float):
                 gold = f"The answer is {gold:g}."
             out.append(Record(f"eval-{task.name}-{e.id}", messages=e.messages, completion=str(gold)))

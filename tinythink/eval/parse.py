@@ -70,9 +70,12 @@ def short_answer(text: str) -> str | None:
     return answer or None
 
 
+LETTERS = "ABCDEFGHIJ"  # the options of a multiple-choice question, in order
+
+
 def choice_letter(text: str, n: int) -> int | None:
     """The option a reply picks, as an index, from 'B', '(b)', 'B.', 'The answer is B', 'Answer: C) ...'."""
-    letters = "ABCDEFGHIJ"[:n]
+    letters = LETTERS[:n]
     pattern = re.compile(rf"(?<![A-Za-z])\(?([{letters}{letters.lower()}])\)?(?![A-Za-z])")
     lines = text.strip().splitlines() or [""]
     # marked answers first, then the first line (small models lead with the letter), then the last

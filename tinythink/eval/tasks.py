@@ -181,7 +181,7 @@ def olmo_choice(task: str) -> Callable[[], list[Example]]:
         for doc_id, rs in olmo_requests(task):
             doc = rs[0]["doc"]
             question = doc["query"].removeprefix("Question: ").removeprefix("Goal: ").removesuffix("\nAnswer:")
-            options = "\n".join(f"{'ABCDE'[i]}. {c}" for i, c in enumerate(doc["choices"]))
+            options = "\n".join(f"{parse.LETTERS[i]}. {c}" for i, c in enumerate(doc["choices"]))
             examples.append(Example(str(rs[0].get("native_id") or doc_id),
                                     user(CHOICE_PROMPT.format(question=question, options=options)), rs[0]["label"],
                                     scored_options(rs)))

@@ -141,6 +141,7 @@ def dev_answers(per_task: dict[str, int] = DEV_ANSWERS, seed: int = 0) -> list[d
     """Evaluation dev examples (never test ones, by the split rule) with their datasets' own answers, in the
     evaluation's prompt format, written as the evaluation reads them: the label, the option's letter (or word),
     the reference summary. Human annotations, so they need no teacher and no agreement."""
+    from tinythink.eval import parse
     from tinythink.eval.tasks import TASKS
 
     rows = []
@@ -149,7 +150,7 @@ def dev_answers(per_task: dict[str, int] = DEV_ANSWERS, seed: int = 0) -> list[d
         random.Random(f"{seed}-{name}").shuffle(examples)
         for e in (balanced(examples, n) if task.kind == "label" else examples[:n]):
             if task.kind == "choice":
-                answer = task.labels[e.gold].capitalize() if task.labels else "ABCDEFGHIJ"[e.gold]
+                answer = task.labels[e.gold].capitalize() if task.labels else parse.LETTERS[e.gold]
             elif task.kind in ("label", "summary"):
                 answer = e.gold
             else:

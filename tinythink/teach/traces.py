@@ -105,8 +105,10 @@ def split_steps(reply: str) -> tuple[str, str]:
 def thinking_example(item: dict, reply: str) -> dict:
     """A verified trace as a chat the student learns: the thinking instruction, then thought and answer (of a
     choice question, its letter alone, as the evaluation's prompt asks)."""
+    from tinythink.eval.parse import LETTERS
+
     steps, answer = split_steps(reply)
     if item["dataset"] in CHOICE_TASKS:
-        answer = "ABCDEFGHIJ"[item["gold"]]
+        answer = LETTERS[item["gold"]]
     return {"messages": with_instruction(item.get("student", item["messages"])),
             "completion": f"{THINK_OPEN}\n{steps}\n{THINK_CLOSE}\n\n{answer}"}
