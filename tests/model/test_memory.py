@@ -6,14 +6,14 @@ import sys
 
 import torch
 
-from tinythink.model.transformer import zeros_paged_on_write
+from tinythink.model.kv_cache import zeros_paged_on_write
 
 # In a fresh process, as a server allocates its pool after loading: in a long-lived one (this test session)
 # the allocator may hand back memory that is already resident, which is zeroed but shows no growth.
 MEASURE = """
 import torch
 from tinythink.model.memory import resident_mb
-from tinythink.model.transformer import KVCache
+from tinythink.model.kv_cache import KVCache
 
 before = resident_mb()
 cache = KVCache(max_batch=16, max_seq_len=4096, n_kv_heads=3, head_dim=64, dtype=torch.float32)  # 2 x 50 MB

@@ -8,7 +8,7 @@ from tinythink.engine.generate import generate
 from tinythink.engine.sampling import SamplingParams
 from tinythink.model import quantized_matmul
 from tinythink.model.load import load_model
-from tinythink.model.transformer import KV_DTYPE
+from tinythink.model.kv_cache import KV_DTYPE
 from tinythink.model.quantize import Int4Linear, Int8Linear
 
 torch.manual_seed(0)

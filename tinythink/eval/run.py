@@ -183,7 +183,7 @@ def free_port() -> int:
 def weight_bytes(model) -> int:
     """Bytes of a model's weights as served (prepared: fused, on our kernels, the tied head's int8 copy); its KV
     caches are not weights."""
-    from tinythink.model.transformer import KVCache
+    from tinythink.model.kv_cache import KVCache
 
     caches = {id(t) for m in model.modules() if isinstance(m, KVCache) for t in m.buffers()}
     return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()] if id(t) not in caches)

@@ -12,7 +12,6 @@ positions being written explicitly (`input_pos`), as gpt-fast does.
 from __future__ import annotations
 
 import math
-import mmap
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +20,8 @@ from torch.utils.checkpoint import checkpoint
 
 from tinythink.model import decode_attention
 from tinythink.model.config import ModelConfig
+from tinythink.model.kv_cache import KV_DTYPE, KVCache
 from tinythink.model.packed_batch import Packed
-
-
-KV_DTYPE = torch.bfloat16  # half float32's memory, +0.03% perplexity; attention itself runs in float32 (faster)
 
 
 def rope_inv_freq(config: ModelConfig) -> Tensor:
@@ -70,26 +67,6 @@ class RMSNorm(nn.Module):
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * h.to(x.dtype)
-
-
-def zeros_paged_on_write(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-    """Zeros whose memory becomes resident only where written, a 4 KB page at a time: an anonymous mapping of
-    its own. (torch.zeros writes every byte; numpy's zeros asks for transparent huge pages, so one write
-    makes 2 MB resident, which for a pool laid out (slot, head, position) is all of it.)"""
-    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-    if nbytes == 0:
-        return torch.zeros(shape, dtype=dtype)
-    return torch.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).view(shape)  # the tensor keeps the mapping alive
-
-
-class KVCache(nn.Module):
-    """Keys and values for `max_batch` sequences of up to `max_seq_len` positions."""
-
-    def __init__(self, max_batch: int, max_seq_len: int, n_kv_heads: int, head_dim: int, dtype: torch.dtype):
-        super().__init__()
-        shape = (max_batch, n_kv_heads, max_seq_len, head_dim)
-        self.register_buffer("k", zeros_paged_on_write(shape, dtype), persistent=False)
-        self.register_buffer("v", zeros_paged_on_write(shape, dtype), persistent=False)
 
 
 class Attention(nn.Module):
