@@ -61,6 +61,10 @@ def test_traces_whose_answer_is_wrong_are_dropped_and_right_ones_become_thoughts
     example = traces.thinking_example(item, right)
     assert example["completion"] == f"<think>\nFirst I work it out.\nThen I check it.\n</think>\n\nThe answer is {gold}."
     assert "Think step by step" in example["messages"][0]["content"]
+    boxed = f"First I work it out.\nTherefore, the answer is:\n\\[\n\\boxed{{{gold}}}\n\\]\n\n```python\nprint({gold})\n```"
+    assert traces.correct(item, boxed)
+    assert traces.thinking_example(item, boxed)["completion"] == \
+        f"<think>\nFirst I work it out.\n</think>\n\nThe answer is {gold}."
 
 
 def test_choice_traces_need_the_key_and_are_learnt_under_the_evaluations_prompt():

@@ -103,12 +103,15 @@ def split_steps(reply: str) -> tuple[str, str]:
 
 
 def thinking_example(item: dict, reply: str) -> dict:
-    """A verified trace as a chat the student learns: the thinking instruction, then thought and answer (of a
-    choice question, its letter alone, as the evaluation's prompt asks)."""
+    """A verified trace as a chat the student learns: the thinking instruction, then thought and answer, the
+    answer written as the evaluation's prompt asks (a choice question's letter alone; else the line 'The answer
+    is X.', not the teacher's boxed LaTeX or the code it appended after it)."""
     from tinythink.eval.parse import LETTERS
 
     steps, answer = split_steps(reply)
     if item["dataset"] in CHOICE_TASKS:
         answer = LETTERS[item["gold"]]
+    else:  # the reply was verified, so its answer is the key
+        answer = f"The answer is {item['entry']['answer']}."
     return {"messages": with_instruction(item.get("student", item["messages"])),
             "completion": f"{THINK_OPEN}\n{steps}\n{THINK_CLOSE}\n\n{answer}"}
