@@ -77,7 +77,8 @@ test: $(VENV)/.dev-deps $(VENV)/.llama-cpp
 MINI_TEACHER ?= $(HOME)/.cache/tinythink/models/qwen2.5-coder-1.5b-instruct.gguf
 mini: $(VENV)/.dev-deps
 	$(BIN)/tinythink teach --teacher $(MINI_TEACHER) --out runs/mini --stages write,answer,reason,dev,train \
-		--per-job 40 --problems 40 --rank 16 --epochs 1.5 --ship tinythink/model/shipped/tinythink-mini
+		--per-job 40 --problems 40 --choice-problems 100 --rank 16 --epochs 1.5 \
+		--ship tinythink/model/shipped/tinythink-mini
 
 clean:
 	rm -rf $(VENV) build *.egg-info

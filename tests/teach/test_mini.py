@@ -31,9 +31,13 @@ def test_nothing_it_learnt_is_an_evaluation_test_item():
         rows = [json.loads(line) for line in f]
     dev = [r for r in rows if r["job"].startswith("dev/")]
     assert dev and all(in_split(r["job"].split("/")[1], r["id"].split("/", 2)[2]) == "dev" for r in dev)
-    test_prompts = {e.messages[-1]["content"] for name in ("sentiment", "intent", "summary", "boolq", "piqa")
+    choice = ("arc_easy", "arc_challenge", "csqa", "openbookqa")
+    test_prompts = {e.messages[-1]["content"] for name in ("sentiment", "intent", "summary", "boolq", "piqa", *choice)
                     for e in TASKS[name].examples("test")}
     assert not any(r["messages"][-1]["content"] in test_prompts for r in rows)
+    # reasoning traces over choice questions carry the dev question's id
+    traced = [r for r in rows if r.get("dataset") in choice]
+    assert traced and all(in_split(r["dataset"], r["id"].removeprefix(r["dataset"] + "-")) == "dev" for r in traced)
     # teacher-answered rows over evaluation inputs carry the dev example's id
     for r in rows:
         ident = r["id"].split("/", 1)[-1]

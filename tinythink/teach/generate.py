@@ -32,6 +32,11 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(" ".join(text.lower().split()).encode()).hexdigest()[:16]
 
 
+def seed_of(ident: str) -> int:
+    """An item's sampling seed, the same in every process (Python's hash() of a string is not)."""
+    return int(hashlib.sha256(ident.encode()).hexdigest()[:8], 16) >> 1
+
+
 class Writer:
     """Appends rows to a JSONL file from many threads, skipping ids already there and texts already kept."""
 

@@ -163,7 +163,7 @@ class Teach:
                     "hash": generate.text_hash(text)}
 
         request = lambda item: {"messages": item["messages"], "temperature": 0.9, "max_completion_tokens": 200,
-                                "seed": hash(item["id"]) % (1 << 31)}
+                                "seed": generate.seed_of(item["id"])}
         return generate.run(endpoint.client, endpoint.model, prompts, request, accept, writer, self.s.concurrency,
                             "writing inputs", self.progress)
 
@@ -185,7 +185,7 @@ class Teach:
             def request(item, job=job, k=k):
                 fmt = job.response_format(item)
                 return {"messages": job.messages(item), "n": k, "temperature": settings["temperature"],
-                        "max_completion_tokens": job.max_tokens, "seed": hash(item["id"]) % (1 << 31),
+                        "max_completion_tokens": job.max_tokens, "seed": generate.seed_of(item["id"]),
                         **({"response_format": fmt} if fmt else {})}
 
             def accept(item, replies, job=job):
@@ -216,7 +216,7 @@ class Teach:
 
             request = lambda item, limit=limit: {"messages": item["messages"], "n": self.s.samples,
                                                  "temperature": self.s.temperature, "max_completion_tokens": limit,
-                                                 "seed": hash(item["id"]) % (1 << 31)}
+                                                 "seed": generate.seed_of(item["id"])}
             totals[dataset] = generate.run(endpoint.client, endpoint.model, items, request, accept, writer,
                                            self.s.concurrency, dataset, self.progress)
         return totals
