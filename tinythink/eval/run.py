@@ -18,6 +18,7 @@ from tinythink.eval import score as scoring
 from tinythink.eval.fetch import sha256
 from tinythink.eval.tasks import Example, Task
 from tinythink.model.memory import peak_rss_bytes, reset_peak_rss
+from tinythink.text.reasoning import THINKING_BUDGETS
 
 
 FILTERED = "[cannot help with this: the server's content filter stopped the reply]"
@@ -49,6 +50,9 @@ class Endpoint:
 
         start, first, text, usage = time.perf_counter(), None, "", None
         extra = {"reasoning_effort": self.effort} if self.effort else {}
+        # max_completion_tokens counts the thought too: a task's limit is for its answer, so an effort adds its
+        # thinking budget (else a choice task's 8 tokens cut every thought, and low and medium score alike)
+        max_tokens += THINKING_BUDGETS.get(self.effort, 0)
         try:
             stream = self.client.chat.completions.create(
                 model=self.model, messages=messages, max_completion_tokens=max_tokens, temperature=0, stream=True,

@@ -24,6 +24,7 @@ from tinythink.serve import batches, chat, completions, files, models, moderatio
 from tinythink.serve.errors import APIError, error_response
 from tinythink.serve.host import ModelHost
 from tinythink.serve.metrics import Metrics
+from tinythink.text.reasoning import THINKING_BUDGETS
 
 
 @dataclass
@@ -33,9 +34,7 @@ class ServerSettings:
     api_keys: list[str] = field(default_factory=list)
     max_body_bytes: int = 1 << 20
     cors_origins: list[str] = field(default_factory=list)  # browsers on other origins may call the API: off
-    # thinking tokens allowed per reasoning_effort; enforced by the engine, which closes the thought itself
-    thinking_budgets: dict[str, int] = field(default_factory=lambda: {"minimal": 0, "low": 256, "medium": 1024,
-                                                                       "high": 4096})
+    thinking_budgets: dict[str, int] = field(default_factory=lambda: dict(THINKING_BUDGETS))
     self_consistency: int = 5  # thoughts sampled per choice at reasoning_effort high, the majority answer kept
     data_dir: Path | None = None  # where /v1/files and /v1/batches keep their files and jobs; None: those are off
     max_file_bytes: int = 200 << 20  # an uploaded file's limit (the body limit is for requests)

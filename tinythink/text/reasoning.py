@@ -9,6 +9,8 @@ from tinythink.text.stream import StopStrings
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 INSTRUCTION = (f"Think step by step before you answer. Write your reasoning between {THINK_OPEN} and {THINK_CLOSE}, "
                "then write the final answer.")
+# thinking tokens allowed per reasoning_effort (the server's default; the engine closes the thought at its budget)
+THINKING_BUDGETS = {"minimal": 0, "low": 256, "medium": 1024, "high": 4096}
 
 
 def with_instruction(messages: list[dict], instruction: str = INSTRUCTION) -> list[dict]:
