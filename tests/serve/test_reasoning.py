@@ -48,6 +48,17 @@ def test_the_thought_always_leaves_the_answer_its_reserve(client, effort, limit)
     assert r.choices[0].message.content  # never an empty answer because the thought took every token
 
 
+@pytest.mark.parametrize("effort", ["low", "high"])
+def test_the_answer_never_stops_before_it_says_something(client, effort):
+    # a model pushed to stop at every token: the thought is closed for it, and its answer may not end empty
+    from tinythink.model.load import load_tokenizer
+
+    bias = {str(token): 100 for token in load_tokenizer(MODEL).stop_ids}
+    r = client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, reasoning_effort=effort,
+                                       max_completion_tokens=60, logit_bias=bias)
+    assert r.choices[0].message.content.strip()
+
+
 def test_a_looping_thought_is_closed_early(client):
     # a thought forced to repeat one token forever: the loop detector closes it long before the budget
     token = client_tokens(client, " again")

@@ -41,11 +41,13 @@ class Thinking:
     """An enforced thinking budget: once `budget` tokens are spent in thought, the model tries to stop before
     closing its thought, or the thought repeats itself (its last LOOP_NGRAM tokens seen LOOP_REPEATS times
     before: small models loop), the engine writes `close_ids` itself and the model goes on to answer. In the
-    answer, tokens that would open or close another thought are refused."""
+    answer, tokens that would open or close another thought are refused, and so is stopping before it says
+    anything."""
     budget: int
     close_ids: list[int]
     is_closed: Callable[[list[int]], bool]  # does this output already close the thought?
     reopens: Callable[[list[int]], bool] | None = None  # would these answer tokens start another thought?
+    blank: Callable[[list[int]], bool] | None = None  # are these answer tokens only whitespace so far?
     tokens: int | None = None  # thinking tokens, once the thought is closed
     forcing: list[int] = field(default_factory=list)
     ngrams: dict[tuple[int, ...], int] = field(default_factory=dict)  # the thought's n-grams, counted
@@ -354,7 +356,11 @@ class BatchEngine:
             return req.sampler(logits)
         if t.tokens is not None:
             answer = req.output[t.tokens:]
-            refuse = None if t.reopens is None else lambda token: t.reopens(answer + [token])
+
+            def refuse(token: int) -> bool:  # small models reopen their thought, or stop, where an answer belongs
+                if token in req.stop_ids:
+                    return t.blank is not None and t.blank(answer)
+                return t.reopens is not None and t.reopens(answer + [token])
             return req.sampler(logits, refuse=refuse)
         if not t.forcing and len(req.output) >= t.budget:
             t.forcing, t.closed_by = list(t.close_ids), "budget"  # the budget is spent: close the thought ourselves

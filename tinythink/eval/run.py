@@ -206,6 +206,7 @@ def local_endpoint(ref: str, dtype: str = "auto", quantize: int | None = None, m
     from tinythink.serve.host import ModelHost
 
     reset_peak_rss()
+    context += THINKING_BUDGETS.get(effort, 0)  # a whole thought fits beside the prompt and the answer
     loaded = load_model(ref, dtype_named(dtype), quantize=quantize)
     name = loaded.name + (f"-int{quantize}" if quantize else "")
     model = loaded.model

@@ -39,7 +39,8 @@ class ModelHost:
             budget = max(0, min(budget, max_tokens - answer_reserve(max_tokens) - len(close)))
         # the answer's last 16 tokens hold any tag it could be writing (a tag is at most ~5 tokens)
         return Thinking(budget, close, lambda out: THINK_CLOSE in tok.decode(out[-12:], skip_special_tokens=False),
-                        lambda answer: reopens_thought(tok.decode(answer[-16:], skip_special_tokens=False)))
+                        lambda answer: reopens_thought(tok.decode(answer[-16:], skip_special_tokens=False)),
+                        lambda answer: not tok.decode(answer, skip_special_tokens=True).strip())
 
     async def stream(self, prompt: list[int], params: SamplingParams, stop: list[str], grammar: str | None = None,
                      thinking: Thinking | None = None) -> AsyncIterator[TextChunk]:
