@@ -73,7 +73,7 @@ test: $(VENV)/.dev-deps $(VENV)/.llama-cpp
 # tinythink-mini rebuilt (docs/MINI.md): its teacher answers the seed's jobs and solves reasoning problems (correct
 # traces kept), the base model learns them and the evaluation's dev answers through LoRA, and the adapter replaces
 # the shipped one. The teacher first:
-# ../shared/models/fetch-model.sh qwen2.5-coder-1.5b (about 2.5 h here on 2 CPU cores)
+# ../shared/models/fetch-model.sh qwen2.5-coder-1.5b (about 3 h here on 2 CPU cores)
 MINI_TEACHER ?= $(HOME)/.cache/tinythink/models/qwen2.5-coder-1.5b-instruct.gguf
 mini: $(VENV)/.dev-deps
 	$(BIN)/tinythink teach --teacher $(MINI_TEACHER) --out runs/mini --stages write,answer,reason,dev,train \
