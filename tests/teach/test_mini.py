@@ -12,6 +12,7 @@ from tinythink.llm import LLM
 from tinythink.eval.tasks import SENTIMENT_PROMPT, TASKS, in_split
 from tinythink.model.load import load_model
 from tinythink.model.registry import DEFAULT_MODEL, resolve
+from tinythink.teach import traces
 
 MINI = resolve("tinythink-mini")
 
@@ -31,7 +32,7 @@ def test_nothing_it_learnt_is_an_evaluation_test_item():
         rows = [json.loads(line) for line in f]
     dev = [r for r in rows if r["job"].startswith("dev/")]
     assert dev and all(in_split(r["job"].split("/")[1], r["id"].split("/", 2)[2]) == "dev" for r in dev)
-    choice = ("arc_easy", "arc_challenge", "csqa", "openbookqa")
+    choice = traces.CHOICE_TASKS
     test_prompts = {e.messages[-1]["content"] for name in ("sentiment", "intent", "summary", "boolq", "piqa", *choice)
                     for e in TASKS[name].examples("test")}
     assert not any(r["messages"][-1]["content"] in test_prompts for r in rows)

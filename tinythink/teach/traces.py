@@ -108,10 +108,7 @@ def thinking_example(item: dict, reply: str) -> dict:
     is X.', not the teacher's boxed LaTeX or the code it appended after it)."""
     from tinythink.eval.parse import LETTERS
 
-    steps, answer = split_steps(reply)
-    if item["dataset"] in CHOICE_TASKS:
-        answer = LETTERS[item["gold"]]
-    else:  # the reply was verified, so its answer is the key
-        answer = f"The answer is {item['entry']['answer']}."
+    steps, _ = split_steps(reply)  # the reply was verified, so its answer is the key
+    answer = LETTERS[item["gold"]] if item["dataset"] in CHOICE_TASKS else f"The answer is {item['entry']['answer']}."
     return {"messages": with_instruction(item.get("student", item["messages"])),
             "completion": f"{THINK_OPEN}\n{steps}\n{THINK_CLOSE}\n\n{answer}"}
