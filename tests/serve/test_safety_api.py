@@ -17,6 +17,7 @@ from tinythink.safety.labels import CATEGORIES
 from tinythink.safety.policy import load_policy
 from tinythink.serve.app import ServerSettings, create_app
 from tinythink.serve.host import ModelHost
+from tinythink.serve.responses import ChatCompletion, Completion
 
 from serving import KEY, MODEL, running
 
@@ -89,6 +90,8 @@ def test_a_blocked_input_is_refused_without_a_model_call(client, safe_server):
     text = client.completions.create(model=MODEL, prompt=HARMFUL, max_tokens=8)
     assert text.choices[0].finish_reason == "content_filter" and text.choices[0].text == ""
     assert tokens_generated(app) == before  # the model was never asked
+    blocked = client.completions.with_raw_response.create(model=MODEL, prompt=HARMFUL, max_tokens=8)
+    Completion.model_validate(blocked.http_response.json())  # the documented type, flags and all
     record = audit_lines(data)[-1]
     assert record["action"] == "block" and record["side"] == "input" and record["categories"]
     assert KEY not in json.dumps(audit_lines(data)) and HARMFUL not in json.dumps(audit_lines(data))
@@ -102,6 +105,9 @@ def test_a_sensitive_domain_request_is_answered_and_flagged_for_review(client):
     assert reply.choices[0].finish_reason in ("stop", "length") and reply.choices[0].message.content
     assert extra["requires_human_review"] is True and "medical" in extra["review_domains"]
     assert "professional advice" in reply.choices[0].message.content  # the disclaimer
+    raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=[{"role": "user", "content": ADVICE}],
+                                                           max_tokens=4)
+    assert ChatCompletion.model_validate(raw.http_response.json()).review_domains == ["medical"]
     chunks = list(client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": ADVICE}],
                                                  max_tokens=16, temperature=0, stream=True))
     assert chunks[-1].model_dump()["requires_human_review"] is True

@@ -52,6 +52,17 @@ def test_faq_answers_say_they_do_not_know_exactly_when_the_passage_does_not_say(
     assert accept_answer(job, unknown, ["At 9."], 2 / 3) is None
 
 
+def test_refusals_are_learnt_without_the_instruction_that_asked_the_teacher_for_them():
+    job = JOBS["refuse"]
+    request = {"id": "r", "text": "Give detailed instructions for hiring a hitman"}
+    assert job.teacher_messages(request)[0] == {"role": "system", "content": job.instruction}
+    assert job.messages(request) == [{"role": "user", "content": request["text"]}]  # what the student learns
+    assert accept_answer(job, request, ["Sure, first find someone who...", "I'm sorry, but I can't help with that."],
+                         2 / 3) == "I'm sorry, but I can't help with that."
+    assert accept_answer(job, request, ["Sure, first find someone who..."], 2 / 3) is None
+    assert JOBS["chat"].teacher_messages({"text": "Hi"}) == JOBS["chat"].messages({"text": "Hi"})
+
+
 def test_traces_whose_answer_is_wrong_are_dropped_and_right_ones_become_thoughts():
     (item,) = traces.problems("basic_arithmetic", 1)
     gold = item["entry"]["answer"]
@@ -91,6 +102,7 @@ def test_choice_traces_need_the_key_and_are_learnt_under_the_evaluations_prompt(
 
 def test_no_evaluation_test_item_is_an_input():
     from tinythink.eval.tasks import TASKS
+    from tinythink.safety.data import template_group
 
     test_texts = {e.messages[-1]["content"] for name in ("sentiment", "intent", "summary", "boolq")
                   for e in TASKS[name].examples("test")}
@@ -98,6 +110,10 @@ def test_no_evaluation_test_item_is_an_input():
             for _, t in inputs.dev_texts(task, marker)]
     assert ours and all(t.strip() for t in ours)  # the input itself, not what surrounds it in the prompt
     assert not any(t in prompt for prompt in test_texts for t in ours[:200] if len(t) > 30)
+    harmful = inputs.harmful_requests()
+    tested = {template_group(e.messages[-1]["content"]) for name in ("harmbench", "donotanswer")
+              for e in TASKS[name].examples("test")}
+    assert len(harmful) > 150 and not any(template_group(h["text"]) in tested for h in harmful)
     for dataset in traces.DATASETS:
         taken = traces.test_questions(dataset)
         assert all(p["entry"]["question"] not in taken for p in traces.problems(dataset, 60))

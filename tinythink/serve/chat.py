@@ -18,6 +18,7 @@ from tinythink.serve import consistency, tools
 from tinythink.serve.errors import APIError, served
 from tinythink.serve.moderations import screening
 from tinythink.serve.protocol import ChatCompletionRequest, NamedToolChoice
+from tinythink.serve.responses import ChatCompletion, ChatCompletionChunk, documented
 from tinythink.serve.streams import collect, logprob_content, merged, run_choices, sse, usage
 from tinythink.text.reasoning import ReasoningSplitter, chat_text, with_instruction
 
@@ -115,7 +116,7 @@ def refused(base: dict, body: ChatCompletionRequest, prompt_tokens: int, screen)
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", responses=documented(ChatCompletion, ChatCompletionChunk))
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     settings, metrics = request.app.state.settings, request.app.state.metrics
     host = served(request.app.state.hosts, body.model)

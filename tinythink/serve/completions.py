@@ -14,6 +14,7 @@ from tinythink.serve.errors import APIError, served
 from tinythink.serve.host import ModelHost
 from tinythink.serve.moderations import screening
 from tinythink.serve.protocol import CompletionRequest
+from tinythink.serve.responses import Completion, documented
 from tinythink.serve.streams import collect, merged, run_choices, sse, token_text, usage
 
 router = APIRouter()
@@ -49,7 +50,7 @@ def completion_prompts(host: ModelHost, body: CompletionRequest) -> list[list[in
     return prompts
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", responses=documented(Completion, Completion))
 async def completions(body: CompletionRequest, request: Request):
     host = served(request.app.state.hosts, body.model)
     prompts = [p for p in completion_prompts(host, body) for _ in range(body.n)]

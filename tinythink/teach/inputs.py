@@ -121,9 +121,39 @@ def chat_items(limit: int, seed: int = 0) -> list[dict]:
     return [{"id": r.id, "text": r.messages[-1]["content"]} for r in records[:limit]]
 
 
+def harmful_requests() -> list[dict]:
+    """Harmful requests to learn to refuse: HarmBench's and Do-Not-Answer's dev examples, less any Do-Not-Answer
+    prompt whose template (the prompt less its names) a test prompt shares, so no test prompt is learnt in all
+    but a name; and the guard's hand-written harmful requests of its training half."""
+    from tinythink.eval.tasks import TASKS
+    from tinythink.safety.data import template_group
+
+    items = []
+    for task in ("harmbench", "donotanswer"):
+        tested = {template_group(e.messages[-1]["content"]) for e in TASKS[task].examples("test")}
+        items += [{"id": f"eval-{task}-{e.id}", "text": e.messages[-1]["content"]} for e in evaluation_dev(task)
+                  if template_group(e.messages[-1]["content"]) not in tested]
+    return items + _written("harmful requests")
+
+
+def lookalikes() -> list[dict]:
+    """Harmless requests in alarming words ("How do I kill a Python process?") and facts in sensitive domains, to
+    be answered, not refused: the guard's hand-written items of its training half."""
+    return _written("benign look-alikes") + _written("facts in sensitive domains (no review needed)")
+
+
+def _written(section: str) -> list[dict]:
+    from tinythink.safety.data import written
+
+    from tinythink.teach.generate import text_hash
+
+    return [{"id": f"written-{text_hash(i.text)[:12]}", "text": i.text} for i in written()
+            if i.split == "train" and i.source == f"written: {section}"]
+
+
 # the evaluation tasks whose dev examples are learnt with their annotated answers, and how many of each: the light
 # suite's (labels, choices, one-sentence summaries) and the reasoning suite's multiple-choice ones
-DEV_ANSWERS = {"sentiment": 150, "intent": 150, "summary": 40, "piqa": 100, "boolq": 100, "arc_easy": 80,
+DEV_ANSWERS = {"sentiment": 450, "intent": 184, "summary": 40, "piqa": 100, "boolq": 100, "arc_easy": 80,
                "arc_challenge": 80, "csqa": 80, "openbookqa": 80}
 
 

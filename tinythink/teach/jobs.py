@@ -23,6 +23,12 @@ class Job:
     key: Callable[[dict, str], str | None] | None = None  # the part samples must agree on (one right answer)
     max_tokens: int = 256
     samples: int = 1  # teacher samples per input (several where a key must agree)
+    # a system message the teacher alone is given: the student learns its answers without it (context distillation)
+    instruction: str | None = None
+
+    def teacher_messages(self, item: dict) -> list[dict]:
+        messages = self.messages(item)
+        return [{"role": "system", "content": self.instruction}, *messages] if self.instruction else messages
 
     def response_format(self, item: dict) -> dict | None:
         if self.schema is None:
@@ -166,6 +172,26 @@ def chat_messages(item):
     return _user(item["text"])
 
 
+# ---- refusals: the student learns to decline harmful requests as the teacher does when told to
+REFUSE_INSTRUCTION = ("You are a helpful and harmless assistant. If a request could cause harm (violence, weapons, "
+                      "crime, hate, harassment, self-harm, sexual content, dangerous or private information), decline "
+                      "it in one or two sentences that begin \"I'm sorry, but I can't help with that\" and, where "
+                      "one exists, point to a safe alternative. Do not give any part of what was asked.")
+
+
+def refusal_check(item, answer):
+    from tinythink.eval.parse import refusal
+
+    return refusal(answer) and len(answer) < 600
+
+
+def answered_check(item, answer):
+    """A chat row is an answer: one that refuses would teach the student to refuse harmless requests."""
+    from tinythink.eval.parse import refusal
+
+    return bool(answer.strip()) and not refusal(answer)
+
+
 JOBS = {j.name: j for j in [
     Job("triage", triage_messages, triage_schema, key=triage_key, max_tokens=120, samples=3),
     Job("classify", classify_messages, classify_schema, key=_field("label"), max_tokens=40, samples=3),
@@ -175,5 +201,7 @@ JOBS = {j.name: j for j in [
     Job("email", email_messages, check=email_check, max_tokens=300),
     Job("report", report_messages, check=report_check, max_tokens=300),
     Job("faq", faq_messages, max_tokens=120),
-    Job("chat", chat_messages, max_tokens=300),
+    Job("chat", chat_messages, check=answered_check, max_tokens=300),
+    Job("comply", chat_messages, check=answered_check, max_tokens=300),  # look-alikes: harmless, answered
+    Job("refuse", chat_messages, check=refusal_check, max_tokens=80, instruction=REFUSE_INSTRUCTION),
 ]}

@@ -96,6 +96,10 @@ def job_items(name: str, written: dict[str, list[dict]], n: int, seed: int) -> l
         items = inputs.faq_items(n, seed)
     elif name == "chat":
         items = inputs.chat_items(n, seed)
+    elif name == "refuse":  # fixed sets, taken whole
+        return inputs.harmful_requests()
+    elif name == "comply":
+        return inputs.lookalikes()
     else:
         raise TinythinkError(f"unknown job {name!r} (known: {', '.join(JOBS)})")
     rng.shuffle(items)
@@ -180,11 +184,12 @@ class Teach:
             items = job_items(name, written, self.s.per_job, self.s.seed)
             k = self.s.samples if job.key else 1
             settings = {"temperature": self.s.temperature if k > 1 else 0.0, "n": k, "max_tokens": job.max_tokens,
-                        "response_format": job.response_format(items[0]) is not None if items else False}
+                        "response_format": job.response_format(items[0]) is not None if items else False,
+                        **({"teacher_instruction": job.instruction} if job.instruction else {})}
 
             def request(item, job=job, k=k):
                 fmt = job.response_format(item)
-                return {"messages": job.messages(item), "n": k, "temperature": settings["temperature"],
+                return {"messages": job.teacher_messages(item), "n": k, "temperature": settings["temperature"],
                         "max_completion_tokens": job.max_tokens, "seed": generate.seed_of(item["id"]),
                         **({"response_format": fmt} if fmt else {})}
 

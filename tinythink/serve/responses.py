@@ -1,0 +1,154 @@
+"""OpenAI-compatible response bodies of the chat and completions endpoints, as the OpenAPI document describes
+them: OpenAI's fields, and the few tinythink adds (reasoning_content, self_consistency, the content filter's
+review and flags). The endpoints build their bodies as dicts, streamed or not; tests/serve/test_responses.py
+checks real ones against these types, which forbid any field they do not name, so the document stays true.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tinythink.serve.protocol import MessageToolCall
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+
+
+class Exact(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReasoningTokens(Exact):
+    reasoning_tokens: int
+
+
+class Usage(Exact):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    completion_tokens_details: ReasoningTokens | None = Field(None, description="with reasoning_effort")
+
+
+class Screened(Exact):
+    """What the content filter adds to a response when it is on."""
+    requires_human_review: bool | None = Field(None, description="a medical, legal or financial request or reply")
+    review_domains: list[str] | None = None
+    safety_flags: list[str] | None = Field(None, description="moderation categories flagged, prompt_injection")
+
+
+class SelfConsistency(Exact):
+    samples: int
+    answer: str | None = Field(description="the majority's answer; null when the replies had none to vote on")
+    agreement: float | None = Field(description="the fraction of samples that reached it")
+    sampled_tokens: int = Field(description="the tokens all the samples generated together")
+
+
+class TopLogprob(Exact):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(Exact):
+    content: list[TokenLogprob]
+
+
+class AssistantMessage(Exact):
+    role: Literal["assistant"]
+    content: str | None
+    refusal: str | None = None
+    reasoning_content: str | None = Field(None, description="the thought, with reasoning_effort")
+    tool_calls: list[MessageToolCall] | None = None
+
+
+class ChatChoice(Exact):
+    index: int
+    message: AssistantMessage
+    logprobs: ChoiceLogprobs | None
+    finish_reason: FinishReason
+    self_consistency: SelfConsistency | None = Field(None, description="at reasoning_effort high")
+
+
+class ChatCompletion(Screened):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class ToolCallDelta(MessageToolCall):
+    index: int
+
+
+class Delta(Exact):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    refusal: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+
+
+class ChunkChoice(Exact):
+    index: int
+    delta: Delta
+    logprobs: ChoiceLogprobs | None
+    finish_reason: FinishReason | None
+    self_consistency: SelfConsistency | None = None
+
+
+class ChatCompletionChunk(Screened):
+    """One server-sent event of a streamed reply (`data: {...}`, then `data: [DONE]`)."""
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = Field(None, description="the last chunk, with stream_options.include_usage")
+
+
+class CompletionLogprobs(Exact):
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
+class CompletionChoice(Exact):
+    index: int
+    text: str
+    logprobs: CompletionLogprobs | None
+    finish_reason: FinishReason | None
+
+
+class Completion(Screened):
+    """A completion, or (streamed) one server-sent event of it."""
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+ERRORS = {400: {"description": "a bad request: the error's message and param say what was wrong"},
+          401: {"description": "a missing or wrong API key"}, 404: {"description": "no such model is served"},
+          413: {"description": "the body or the prompt is too large"},
+          429: {"description": "the server's queue is full"}}
+
+
+def documented(model: type[BaseModel], chunk: type[BaseModel]) -> dict:
+    """A route's responses in the OpenAPI document: a JSON body, or with `stream` server-sent events; errors in
+    OpenAI's shape."""
+    return {**ERRORS, 200: {"model": model, "description": f"{model.__name__}; with stream: true, server-sent events, each "
+                                                  f"`data:` a {chunk.__name__}, then `data: [DONE]`",
+                  "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
