@@ -8,43 +8,39 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from tinythink.serve.protocol import MessageToolCall
+from tinythink.serve.protocol import MessageToolCall, Strict
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 
 
-class Exact(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ReasoningTokens(Exact):
+class ReasoningTokens(Strict):
     reasoning_tokens: int
 
 
-class Usage(Exact):
+class Usage(Strict):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     completion_tokens_details: ReasoningTokens | None = Field(None, description="with reasoning_effort")
 
 
-class Screened(Exact):
+class Screened(Strict):
     """What the content filter adds to a response when it is on."""
     requires_human_review: bool | None = Field(None, description="a medical, legal or financial request or reply")
     review_domains: list[str] | None = None
     safety_flags: list[str] | None = Field(None, description="moderation categories flagged, prompt_injection")
 
 
-class SelfConsistency(Exact):
+class SelfConsistency(Strict):
     samples: int
     answer: str | None = Field(description="the majority's answer; null when the replies had none to vote on")
     agreement: float | None = Field(description="the fraction of samples that reached it")
     sampled_tokens: int = Field(description="the tokens all the samples generated together")
 
 
-class TopLogprob(Exact):
+class TopLogprob(Strict):
     token: str
     logprob: float
     bytes: list[int]
@@ -54,11 +50,11 @@ class TokenLogprob(TopLogprob):
     top_logprobs: list[TopLogprob]
 
 
-class ChoiceLogprobs(Exact):
+class ChoiceLogprobs(Strict):
     content: list[TokenLogprob]
 
 
-class AssistantMessage(Exact):
+class AssistantMessage(Strict):
     role: Literal["assistant"]
     content: str | None
     refusal: str | None = None
@@ -66,7 +62,7 @@ class AssistantMessage(Exact):
     tool_calls: list[MessageToolCall] | None = None
 
 
-class ChatChoice(Exact):
+class ChatChoice(Strict):
     index: int
     message: AssistantMessage
     logprobs: ChoiceLogprobs | None
@@ -88,7 +84,7 @@ class ToolCallDelta(MessageToolCall):
     index: int
 
 
-class Delta(Exact):
+class Delta(Strict):
     role: Literal["assistant"] | None = None
     content: str | None = None
     refusal: str | None = None
@@ -96,7 +92,7 @@ class Delta(Exact):
     tool_calls: list[ToolCallDelta] | None = None
 
 
-class ChunkChoice(Exact):
+class ChunkChoice(Strict):
     index: int
     delta: Delta
     logprobs: ChoiceLogprobs | None
@@ -115,14 +111,14 @@ class ChatCompletionChunk(Screened):
     usage: Usage | None = Field(None, description="the last chunk, with stream_options.include_usage")
 
 
-class CompletionLogprobs(Exact):
+class CompletionLogprobs(Strict):
     tokens: list[str]
     token_logprobs: list[float | None]
     top_logprobs: list[dict[str, float] | None]
     text_offset: list[int]
 
 
-class CompletionChoice(Exact):
+class CompletionChoice(Strict):
     index: int
     text: str
     logprobs: CompletionLogprobs | None
