@@ -38,6 +38,7 @@ def test_filters_limit_the_candidates():
     assert draws(SamplingParams(temperature=1.0, top_k=2, seed=0)) == {0, 1}
     # softmax of LOGITS: 0.64, 0.24, 0.09, ... -> the top 0.8 of the mass needs tokens 0 and 1
     assert draws(SamplingParams(temperature=1.0, top_p=0.8, seed=0)) == {0, 1}
+    assert draws(SamplingParams(temperature=1.0, top_p=0.0, seed=0)) == {0}  # OpenAI's 0: the top token only
     # min_p 0.2: keep tokens with at least 0.2 x 0.64 = 0.128 probability
     assert draws(SamplingParams(temperature=1.0, min_p=0.2, seed=0)) == {0, 1}
     assert draws(SamplingParams(temperature=2.0, seed=0)) == {0, 1, 2, 3, 4, 5}
@@ -68,7 +69,7 @@ def test_refused_tokens_are_masked_and_another_drawn():
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(temperature=-0.1), "temperature"), (dict(top_p=0.0), "top_p"), (dict(top_k=-1), "top_k"),
+    (dict(temperature=-0.1), "temperature"), (dict(top_p=-0.1), "top_p"), (dict(top_k=-1), "top_k"),
     (dict(min_p=1.5), "min_p"), (dict(max_tokens=0), "max_tokens"), (dict(repetition_penalty=0.0), "repetition"),
     (dict(frequency_penalty=3.0), "frequency"), (dict(presence_penalty=-3.0), "presence"),
     (dict(logit_bias={1: 500.0}), "logit_bias"),

@@ -59,15 +59,30 @@ def test_generated_tasks_use_other_examples_for_dev_and_test():
 def test_task_api_evaluations_ask_the_same_test_items_as_the_prompts():
     # the mini learnt dev items of sentiment, intent and summary: its task-API figures must be on their test items
     for name, prompt_task in (("task-sentiment", "sentiment"), ("task-classify", "intent"),
-                              ("task-summarize", "summary")):
+                              ("task-summarize", "summary"), ("task-triage", "ticket"),
+                              ("task-triage-priority", "ticket")):
         task, twin = TASKS[name], TASKS[prompt_task]
         assert task.suite == "light" and task.api
         for split in ("dev", "test"):
             ours, theirs = task.examples(split, 200), twin.examples(split, 200)
-            assert [e.id for e in ours] == [e.id for e in theirs] and [e.gold for e in ours] == [e.gold for e in theirs]
+            assert [e.id for e in ours] == [e.id for e in theirs]
+            if task.labels == twin.labels:  # (the priority is the same tickets' other label)
+                assert [e.gold for e in ours] == [e.gold for e in theirs]
         text = ours[0].request["text"]
         assert text and text in theirs[0].messages[-1]["content"]  # the prompt's text, without the prompt
     assert TASKS["task-classify"].examples("test", 1)[0].request["labels"] == TASKS["intent"].labels
+
+
+def test_the_hand_written_tickets_are_labelled_with_the_triage_tasks_own_labels():
+    from tinythink.tasks.triage import TriageRequest
+
+    request = TriageRequest(text="x")
+    tickets = TASKS["ticket"].examples("dev") + TASKS["ticket"].examples("test")
+    priorities = TASKS["task-triage-priority"].examples("dev") + TASKS["task-triage-priority"].examples("test")
+    assert len(tickets) == 90 and len({e.request["text"] for e in tickets}) == 90
+    assert {e.gold for e in tickets} == set(request.categories) == set(TASKS["ticket"].labels)
+    assert {e.gold for e in priorities} == set(request.priorities)
+    assert 10 <= len(TASKS["ticket"].examples("dev")) <= 35  # about a quarter, by the fixed split rule
 
 
 def test_suites():

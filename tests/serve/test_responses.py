@@ -8,7 +8,8 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from tinythink.serve.responses import ChatCompletion, ChatCompletionChunk, Completion
+from tinythink.serve.errors import ErrorResponse
+from tinythink.serve.responses import ChatCompletion, ChatCompletionChunk, Completion, Health, Model, ModelList
 
 from serving import KEY, MODEL
 
@@ -78,3 +79,23 @@ def test_the_types_refuse_a_field_they_do_not_name_and_the_document_shows_them(s
         assert {"400", "401", "404", "413", "429"} <= set(doc["paths"][path]["post"]["responses"])
     message = doc["components"]["schemas"]["AssistantMessage"]["properties"]
     assert {"content", "reasoning_content", "tool_calls", "refusal"} <= set(message)
+
+
+def test_models_health_and_errors_are_the_documented_types(server):
+    models = ModelList.model_validate(httpx.get(server[0] + "/v1/models", headers=AUTH).json())
+    assert Model.model_validate(httpx.get(f"{server[0]}/v1/models/{models.data[0].id}", headers=AUTH).json())
+    assert MODEL in Health.model_validate(httpx.get(server[0] + "/health").json()).models
+    bad = [httpx.get(server[0] + "/v1/models/nothing", headers=AUTH),  # 404
+           httpx.get(server[0] + "/v1/models"),  # 401
+           httpx.post(server[0] + "/v1/chat/completions", json={"model": MODEL, "messages": []}, headers=AUTH),
+           httpx.get(server[0] + "/v1/chat/completions", headers=AUTH)]  # 405
+    assert [r.status_code for r in bad] == [404, 401, 400, 405]
+    for r in bad:
+        ErrorResponse.model_validate(r.json())
+    doc = httpx.get(server[0] + "/openapi.json").json()
+    for path, operations in doc["paths"].items():  # FastAPI's 422 is never sent: a bad request is a 400
+        for operation in operations.values():
+            assert "422" not in operation["responses"], path
+            if path.startswith("/v1/"):
+                assert operation["responses"]["401"]["content"]["application/json"]["schema"] == {
+                    "$ref": "#/components/schemas/ErrorResponse"}, path

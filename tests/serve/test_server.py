@@ -143,6 +143,8 @@ def test_bad_requests_get_openai_errors(client, server):
     small = (b'{"model": "smollm2-135m", "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]}',)
     assert httpx.post(url, content=iter(small), headers=headers).status_code == 200  # a small chunked body is fine
     assert httpx.get(server[0] + "/health").json()["status"] == "ok"  # and it keeps serving
+    r = httpx.get(url, headers=headers)  # a wrong method: 405, saying which one is allowed
+    assert r.status_code == 405 and r.headers["allow"] == "POST" and r.json()["error"]["message"]
 
 
 def test_api_key_required(server):
@@ -232,7 +234,7 @@ def test_openapi_document_is_valid_and_says_what_the_api_takes(server):
 def test_metrics(client, server):
     client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0)
     with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model=MODEL, messages=FRANCE, top_p=0)
+        client.chat.completions.create(model=MODEL, messages=FRANCE, top_p=1.5)
     text = httpx.get(server[0] + "/metrics").text
     values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
               if line and not line.startswith("#")}

@@ -42,7 +42,7 @@ class SamplingParams:
              "max_tokens must be at least 1 (0 only to score a prompt)"),
             (0.0 <= self.temperature <= 2.0, "temperature must be between 0 and 2"),
             (self.top_k >= 0, "top_k must be 0 (off) or positive"),
-            (0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]"),
+            (0.0 <= self.top_p <= 1.0, "top_p must be in [0, 1]"),
             (0.0 <= self.min_p <= 1.0, "min_p must be between 0 and 1"),
             (0.0 < self.repetition_penalty <= 10.0, "repetition_penalty must be in (0, 10]"),
             (-2.0 <= self.frequency_penalty <= 2.0, "frequency_penalty must be between -2 and 2"),
@@ -156,7 +156,9 @@ class Sampler:
         if p.top_p < 1.0:
             sorted_probs, order = probs.sort(descending=True)
             # drop a token when the tokens ranked above it already hold top_p of the mass
+            # (the top token always stays: top_p 0 is greedy, as OpenAI takes it)
             drop = (sorted_probs.cumsum(-1) - sorted_probs) >= p.top_p
+            drop[0] = False
             probs = probs.scatter(0, order, sorted_probs.masked_fill(drop, 0.0))
         if p.min_p > 0.0:
             probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)

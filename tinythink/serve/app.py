@@ -204,16 +204,23 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_, e: StarletteHTTPException):
+        # its headers kept: a 405 names the methods that are allowed (Allow), as HTTP requires
         return error_response(e.status_code, str(e.detail), "invalid_request_error" if e.status_code < 500 else
-                              "server_error")
+                              "server_error", headers=e.headers)
 
     app.add_middleware(Guard, settings=settings, metrics=metrics)
 
     def openapi() -> dict:
-        """FastAPI's document, plus the bearer key that /v1/ needs when this server requires one, so tools
-        that import it (low-code builders, client generators) know to send it."""
+        """FastAPI's document, less the 422 it lists for every route (a bad request is a 400 here, in OpenAI's
+        shape, which each route documents), plus the bearer key that /v1/ needs when this server requires one, so
+        tools that import it (low-code builders, client generators) know to send it."""
         if app.openapi_schema is None:
             schema = FastAPI.openapi(app)
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(unused, None)
             if settings.api_keys:
                 schema.setdefault("components", {})["securitySchemes"] = {
                     "bearerAuth": {"type": "http", "scheme": "bearer", "description": "an API key of this server"}}
@@ -221,6 +228,9 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
                     if path.startswith("/v1/"):
                         for operation in operations.values():
                             operation["security"] = [{"bearerAuth": []}]
+                            operation["responses"]["401"] = {
+                                "description": "a missing or wrong API key",
+                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
             app.openapi_schema = schema
         return app.openapi_schema
 

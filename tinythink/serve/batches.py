@@ -8,11 +8,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tinythink.batch.lines import endpoint_error
 from tinythink.batch.worker import new_batch
-from tinythink.serve.errors import APIError
+from tinythink.serve.errors import APIError, errors
 from tinythink.serve.files import page
 
-ERRORS = {400: {"description": "a bad request (the message says why)"}, 404: {"description": "no such batch or file"},
-          409: {"description": "the batch has ended and cannot be cancelled"}}
+ERRORS = errors({400: "a bad request (the message says why)", 404: "no such batch or file",
+                 409: "the batch has ended and cannot be cancelled"})
 STATUS = Literal["validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling",
                  "cancelled"]
 

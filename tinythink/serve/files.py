@@ -8,11 +8,11 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from tinythink.batch.store import new_id
-from tinythink.serve.errors import APIError
+from tinythink.serve.errors import APIError, errors
 
 PURPOSES = ("batch", "user_data")
-ERRORS = {400: {"description": "a bad request (the message says why)"}, 404: {"description": "no such file"},
-          413: {"description": "the file is over the server's file size limit"}}
+ERRORS = errors({400: "a bad request (the message says why)", 404: "no such file",
+                 413: "the file is over the server's file size limit"})
 
 
 class FileObject(BaseModel):

@@ -10,8 +10,9 @@ from typing import Literal
 from fastapi import APIRouter, Request
 
 from tinythink.safety.filter import Screening
-from tinythink.serve.errors import APIError
+from tinythink.serve.errors import APIError, errors
 from tinythink.serve.protocol import Strict
+from tinythink.serve.responses import Moderation
 
 MODEL = "tinythink-guard"  # what a moderation reports it was scored by, whatever `model` the request named
 MAX_INPUTS = 64
@@ -38,7 +39,9 @@ def screening(request: Request, endpoint: str) -> Screening | None:
     return safety.screening(endpoint, key)
 
 
-@router.post("/v1/moderations")
+@router.post("/v1/moderations", response_model=Moderation, summary="score texts for harm, injection and review domains",
+             responses=errors({400: "a bad request (the message says why)",
+                               404: "this server runs without its safety filter"}))
 async def moderations(body: ModerationRequest, request: Request):
     safety = request.app.state.safety
     if safety is None:

@@ -1,6 +1,6 @@
-"""OpenAI-compatible response bodies of the chat and completions endpoints, as the OpenAPI document describes
-them: OpenAI's fields, and the few tinythink adds (reasoning_content, self_consistency, the content filter's
-review and flags). The endpoints build their bodies as dicts, streamed or not; tests/serve/test_responses.py
+"""OpenAI-compatible response bodies (chat, completions, models, moderations, health and errors), as the OpenAPI
+document describes them: OpenAI's fields, and the few tinythink adds (reasoning_content, self_consistency, the
+content filter's review and flags). The endpoints build their bodies as dicts, streamed or not; tests/serve/test_responses.py
 checks real ones against these types, which forbid any field they do not name, so the document stays true.
 """
 
@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from tinythink.serve.errors import errors
 from tinythink.serve.protocol import MessageToolCall, Strict
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
@@ -136,10 +137,47 @@ class Completion(Screened):
     usage: Usage | None = None
 
 
-ERRORS = {400: {"description": "a bad request: the error's message and param say what was wrong"},
-          401: {"description": "a missing or wrong API key"}, 404: {"description": "no such model is served"},
-          413: {"description": "the body or the prompt is too large"},
-          429: {"description": "the server's queue is full"}}
+class Model(Strict):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(Strict):
+    object: Literal["list"]
+    data: list[Model]
+
+
+class ModelLoad(Strict):
+    active: int = Field(description="requests being generated")
+    waiting: int = Field(description="requests queued for a slot")
+
+
+class Health(Strict):
+    status: Literal["ok"]
+    models: dict[str, ModelLoad]
+
+
+class ModerationResult(Strict):
+    flagged: bool
+    categories: dict[str, bool]
+    category_scores: dict[str, float]
+    category_applied_input_types: dict[str, list[str]]
+    prompt_injection: bool = Field(description="beyond OpenAI's shape: the text tries to override instructions")
+    requires_human_review: bool = Field(description="beyond OpenAI's shape: a medical, legal or financial text")
+    extra_scores: dict[str, float] = Field(description="the guard's scores of harmful, injection and the domains")
+
+
+class Moderation(Strict):
+    id: str
+    model: str
+    results: list[ModerationResult]
+
+
+ERRORS = errors({400: "a bad request: the error's message and param say what was wrong",
+                 404: "no such model is served", 413: "the body or the prompt is too large",
+                 429: "the server's queue is full"})
 
 
 def documented(model: type[BaseModel], chunk: type[BaseModel]) -> dict:

@@ -7,14 +7,13 @@ from fastapi import APIRouter, Request
 
 from tinythink.engine.constraint import GrammarError
 from tinythink.errors import TinythinkError
-from tinythink.serve.errors import APIError, served
+from tinythink.serve.errors import APIError, errors, served
 from tinythink.serve.moderations import screening
 from tinythink.tasks import TASKS, Task, TaskModel
 
 MIN_SCREENED_CHARS = 16
-ERRORS = {400: {"description": "the request is not valid for the task (the message says why)"},
-          404: {"description": "no such model is served"}, 413: {"description": "the body is too large"},
-          429: {"description": "the server's queue is full"}}
+ERRORS = errors({400: "the request is not valid for the task (the message says why)",
+                 404: "no such model is served", 413: "the body is too large", 429: "the server's queue is full"})
 
 
 def screened_texts(fields) -> list[str]:

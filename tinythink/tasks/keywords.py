@@ -69,7 +69,10 @@ def key_phrases(text: str) -> list[str]:
 
 async def run(model: TaskModel, r: KeywordsRequest) -> KeywordsResponse:
     item = {"text": r.text, "n": r.n}
-    answer = await model.write_json(keywords_messages(item), keywords_schema(item), max_tokens=40 + 16 * r.n)
+    # room for the longest answer the schema allows (n phrases of up to 60 characters, a token each at worst), so
+    # that no valid request fails for want of tokens; a shorter answer stops at its closing brace anyway
+    budget = 16 + 64 * r.n
+    answer = await model.write_json(keywords_messages(item), keywords_schema(item), max_tokens=budget)
     keywords, dropped = [], []
 
     def add(phrase: str):  # not one that repeats, or is part of, a keyword already kept

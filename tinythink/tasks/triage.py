@@ -10,9 +10,7 @@ from pydantic import Field, model_validator
 from tinythink.tasks.base import Task, TaskRequest, TaskResponse
 from tinythink.tasks.model import TaskModel
 from tinythink.tasks.prompts import check_labels, label_list, user
-from tinythink.teach.jobs import PRIORITIES
-
-CATEGORIES = ["billing", "technical", "account", "shipping", "sales", "other"]
+from tinythink.teach.jobs import PRIORITIES, TICKET_CATEGORIES as CATEGORIES
 
 
 class TriageRequest(TaskRequest):

@@ -11,7 +11,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 
@@ -101,7 +101,8 @@ def run(client, model: str, items: Iterable[dict], request: Callable[[dict], dic
         return ("kept" if writer.write(row) else "duplicate"), None
 
     with ThreadPoolExecutor(concurrency) as pool:
-        for outcome, _ in pool.map(one, todo):
+        for done in as_completed([pool.submit(one, item) for item in todo]):  # counted as they finish, in any order
+            outcome, _ = done.result()
             counts[outcome] += 1
             bar.update(1)
             bar.set_postfix(counts)

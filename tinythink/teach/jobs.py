@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 PRIORITIES = ["low", "medium", "high", "urgent"]
+TICKET_CATEGORIES = ["billing", "technical", "account", "shipping", "sales", "other"]  # the triage task's default
 SENTIMENTS = ["positive", "negative", "neutral"]
 
 
