@@ -391,14 +391,13 @@ def cmd_eval(args):
         return None
     _set_threads(args.threads)
     model = Target(args.model, args.endpoint, args.api_key, args.dtype, args.quantize)
-    if args.reference and args.reference_results:
-        raise TinythinkError("give --reference (a model to run) or --reference-results (an earlier run), not both")
     reference = Path(args.reference_results) if args.reference_results else Target(
         args.reference, args.reference_endpoint, args.reference_api_key, args.dtype,
         args.reference_quantize) if args.reference else None
     out = Path(args.out)
     results = evaluate(model, reference, args.suite, args.limit, args.effort, out, args.concurrency,
-                       command="tinythink " + " ".join(sys.argv[1:]))
+                       command="tinythink " + " ".join(sys.argv[1:]),
+                       recorded_name=args.reference if args.reference_results else None)
     print((out / "report.md").read_text())
     print(f"wrote {out / 'results.json'}, {out / 'samples.jsonl'}, {out / 'report.md'}, {out / 'scores.png'}, "
           f"{out / 'tradeoff.png'}", file=sys.stderr)
@@ -722,8 +721,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-endpoint", metavar="URL", help="the reference's endpoint, if it has one")
     p.add_argument("--reference-api-key", help="the reference endpoint's API key")
     p.add_argument("--reference-results", metavar="DIR",
-                   help="compare with the model an earlier run evaluated (that run's --out) instead of running a "
-                        "reference: one teacher run serves every student")
+                   help="compare with the model an earlier run evaluated (that run's --out; with --reference NAME, "
+                        "that run's model or reference called NAME) instead of running a reference: one teacher run "
+                        "serves every student")
     p.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
                    help="for models run here (default auto: bfloat16 on CPUs with native bfloat16, else float32; "
                         "float32 keeps the KV cache in float32 too, else it is bfloat16)")

@@ -2,6 +2,7 @@
 same suite through a live server's endpoint gives the same replies as the model run here."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -117,3 +118,14 @@ def test_a_recorded_run_serves_as_the_reference(self_eval, served, tmp_path):
     with pytest.raises(TinythinkError, match="run with effort None, this run asks low"):
         evaluate(target, out, "sentiment", LIMIT, "low", tmp_path / "effort", concurrency=4)
     assert not (tmp_path / "more").exists()  # refused before the model ran
+    # an earlier run's reference, by its name (here the same replies, renamed in a copy of that run)
+    copy = tmp_path / "renamed"
+    shutil.copytree(out, copy)
+    earlier = json.loads((copy / "results.json").read_text())
+    earlier["models"]["reference"]["name"] = "the-teacher"
+    (copy / "results.json").write_text(json.dumps(earlier))
+    named = evaluate(target, copy, "sentiment", LIMIT, None, tmp_path / "named", concurrency=4,
+                     recorded_name="the-teacher")
+    assert named["models"]["reference"]["name"] == "the-teacher" and named["tasks"]["sentiment"]["reference"]["n"] == LIMIT
+    with pytest.raises(TinythinkError, match="not qwen"):
+        evaluate(target, copy, "sentiment", LIMIT, None, tmp_path / "nobody", concurrency=4, recorded_name="qwen")

@@ -159,3 +159,14 @@ def test_dev_labels_are_taken_in_turn_so_a_skewed_split_does_not_teach_its_major
     assert Counter(r["completion"] for r in rows if r["job"] == "dev/sentiment") == \
         {"positive": 50, "negative": 50, "neutral": 50}  # 150 shuffled from the split: 86 positive
     assert len({r["id"] for r in rows}) == 180
+
+
+def test_no_dev_row_repeats_a_test_prompt_under_another_id():
+    from tinythink.eval.tasks import TASKS
+
+    # vaderSentiment holds a few snippets twice under two ids, one of them dev and one test by the split rule
+    dev, test = TASKS["sentiment"].examples("dev"), TASKS["sentiment"].examples("test")
+    shared = {e.messages[-1]["content"] for e in dev} & {e.messages[-1]["content"] for e in test}
+    assert shared  # the data does hold such texts, so the filter below is tested on real ones
+    rows = inputs.dev_answers({"sentiment": 1000})
+    assert rows and not shared & {r["messages"][-1]["content"] for r in rows}

@@ -33,8 +33,9 @@ def test_nothing_it_learnt_is_an_evaluation_test_item():
     dev = [r for r in rows if r["job"].startswith("dev/")]
     assert dev and all(in_split(r["job"].split("/")[1], r["id"].split("/", 2)[2]) == "dev" for r in dev)
     choice = traces.CHOICE_TASKS
-    test_prompts = {e.messages[-1]["content"] for name in ("sentiment", "intent", "summary", "boolq", "piqa", *choice)
-                    for e in TASKS[name].examples("test")}
+    # every fixed set's test prompts: light, reasoning and safety (harmful requests the mini learnt to refuse are dev)
+    test_prompts = {e.messages[-1]["content"] for task in TASKS.values() if not task.generated and not task.api
+                    for e in task.examples("test")}
     assert not any(r["messages"][-1]["content"] in test_prompts for r in rows)
     # reasoning traces over choice questions carry the dev question's id
     traced = [r for r in rows if r.get("dataset") in choice]

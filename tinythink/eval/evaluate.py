@@ -71,16 +71,22 @@ def run_suite(target: Target, tasks: list[Task], examples: dict, effort: str | N
     return results, info
 
 
-def recorded(run: Path, tasks: list[Task], examples: dict, effort: str | None) -> tuple[dict, dict]:
-    """The model an earlier run evaluated, from its directory (results.json and samples.jsonl), scored on the same
-    test examples: a reference evaluated once serves every model compared with it."""
+def recorded(run: Path, tasks: list[Task], examples: dict, effort: str | None,
+             name: str | None = None) -> tuple[dict, dict]:
+    """A model an earlier run evaluated (its model, or whichever of its model and reference is called `name`),
+    from its directory (results.json and samples.jsonl), scored on the same test examples: a reference evaluated
+    once serves every model compared with it."""
     try:
         earlier = json.loads((run / "results.json").read_text())
         settings, models = earlier["settings"], earlier["models"]
+        side = "model" if name is None else next((who for who, m in models.items() if m.get("name") == name), None)
+        if side is None:
+            raise TinythinkError(f"{run}: evaluated {' and '.join(m.get('name', '?') for m in models.values())}, "
+                                 f"not {name}")
         rows: dict[str, dict] = {}
         for line in (run / "samples.jsonl").read_text().splitlines():
             row = json.loads(line)
-            if row.pop("who") == "model":
+            if row.pop("who") == side:
                 rows.setdefault(row.pop("task"), {})[row["id"]] = row
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise TinythinkError(f"{run}: not the directory of a tinythink eval run ({e})") from None
@@ -96,17 +102,20 @@ def recorded(run: Path, tasks: list[Task], examples: dict, effort: str | None) -
         if missing:
             raise TinythinkError(f"{run}: has no {task.name} results for {len(missing)} of these examples (e.g. "
                                  f"{missing[0]}): use that run's suite and the same --limit or less")
-        wall = earlier["tasks"][task.name]["model"]["speed"]["wall_s"]
+        wall = earlier["tasks"][task.name][side]["speed"]["wall_s"]
         scored[task.name] = summarize(task, [by_id[e.id] for e in examples[task.name]], wall)
-    return scored, {**models["model"], "recorded": str(run), "recorded_created": earlier.get("created")}
+    return scored, {**models[side], "recorded": str(run), "recorded_created": earlier.get("created")}
 
 
 def evaluate(model: Target, reference: Target | Path | None, suite_name: str, limit: int | None,
-             effort: str | None, out: Path, concurrency: int = 16, command: str = "") -> dict:
-    """`reference`: a model to run, or the directory of an earlier run that evaluated it on these examples."""
+             effort: str | None, out: Path, concurrency: int = 16, command: str = "",
+             recorded_name: str | None = None) -> dict:
+    """`reference`: a model to run, or the directory of an earlier run that evaluated it on these examples (its
+    model, or the one of its two called `recorded_name`)."""
     tasks = suite(suite_name)
     examples = {t.name: t.examples("test", limit) for t in tasks}
-    earlier = recorded(reference, tasks, examples, effort) if isinstance(reference, Path) else None  # checked first
+    earlier = recorded(reference, tasks, examples, effort, recorded_name) \
+        if isinstance(reference, Path) else None  # checked first
     print(f"evaluating {model.model} on {len(tasks)} tasks, {sum(map(len, examples.values()))} examples"
           + (f"; then {reference.model} on the same" if isinstance(reference, Target) else ""), file=sys.stderr,
           flush=True)
