@@ -1,4 +1,4 @@
-"""OpenAI-compatible response bodies (chat, completions, models, moderations, health and errors), as the OpenAPI
+"""OpenAI-compatible response bodies (chat, completions, models, moderations, health; errors: errors.py), as the OpenAPI
 document describes them: OpenAI's fields, and the few tinythink adds (reasoning_content, self_consistency, the
 content filter's review and flags). The endpoints build their bodies as dicts, streamed or not; tests/serve/test_responses.py
 checks real ones against these types, which forbid any field they do not name, so the document stays true.
