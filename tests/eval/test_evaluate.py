@@ -129,3 +129,12 @@ def test_a_recorded_run_serves_as_the_reference(self_eval, served, tmp_path):
     assert named["models"]["reference"]["name"] == "the-teacher" and named["tasks"]["sentiment"]["reference"]["n"] == LIMIT
     with pytest.raises(TinythinkError, match="not qwen"):
         evaluate(target, copy, "sentiment", LIMIT, None, tmp_path / "nobody", concurrency=4, recorded_name="qwen")
+    # a run made on other test items of a task (an earlier version of it) is refused for that task only
+    assert earlier["task_versions"]["sentiment"] == 1
+    earlier["task_versions"]["sentiment"] = 0
+    (copy / "results.json").write_text(json.dumps(earlier))
+    with pytest.raises(TinythinkError, match=r"other test items of sentiment \(its version 0; this one is 1\)"):
+        evaluate(target, copy, "sentiment", LIMIT, None, tmp_path / "old", concurrency=4, recorded_name="the-teacher")
+    again = evaluate(target, copy, "basic_arithmetic", LIMIT, None, tmp_path / "other", concurrency=4,
+                     recorded_name="the-teacher")
+    assert again["tasks"]["basic_arithmetic"]["reference"]["n"] == LIMIT

@@ -125,6 +125,10 @@ def test_bad_requests_get_openai_errors(client, server):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "word " * 1100}])
     assert e.value.body["code"] == "context_length_exceeded"
+    for field, value in (("temperature", False), ("max_tokens", "5")):  # JSON types, as OpenAI checks them
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(model=MODEL, messages=FRANCE, extra_body={field: value})
+        assert e.value.body["param"] == field, field
     url = server[0] + "/v1/chat/completions"
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     r = httpx.post(url, content=b'{"model": "smollm2-135m", "messages": [', headers=headers)

@@ -93,6 +93,11 @@ def recorded(run: Path, tasks: list[Task], examples: dict, effort: str | None,
     if earlier.get("suite_version") != SUITE_VERSION or settings.get("generated_task_seed") != SEEDS["test"]:
         raise TinythinkError(f"{run}: made by another version of the suite ({earlier.get('suite_version')}; this "
                              f"one is {SUITE_VERSION}): evaluate the reference again")
+    versions = earlier.get("task_versions", {})  # runs before task versions hold version 1 of every task
+    changed = [t for t in tasks if versions.get(t.name, 1) != t.version]
+    if changed:
+        which = ", ".join(f"{t.name} (its version {versions.get(t.name, 1)}; this one is {t.version})" for t in changed)
+        raise TinythinkError(f"{run}: made on other test items of {which}: evaluate the reference again")
     if settings.get("effort") != effort:
         raise TinythinkError(f"{run}: run with effort {settings.get('effort')}, this run asks {effort}")
     scored = {}
@@ -120,7 +125,7 @@ def evaluate(model: Target, reference: Target | Path | None, suite_name: str, li
           + (f"; then {reference.model} on the same" if isinstance(reference, Target) else ""), file=sys.stderr,
           flush=True)
     scored, model_info = run_suite(model, tasks, examples, effort, concurrency)
-    results = {"suite_version": SUITE_VERSION, "command": command,
+    results = {"suite_version": SUITE_VERSION, "task_versions": {t.name: t.version for t in tasks}, "command": command,
                "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "machine": machine(), "packages": versions(),
                "settings": {"suite": suite_name, "limit": limit, "effort": effort, "split": "test",

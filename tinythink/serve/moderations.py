@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 
 from tinythink.safety.filter import Screening
 from tinythink.serve.errors import APIError, errors
-from tinythink.serve.protocol import Strict
+from tinythink.serve.protocol import RequestBody
 from tinythink.serve.responses import Moderation
 
 MODEL = "tinythink-guard"  # what a moderation reports it was scored by, whatever `model` the request named
@@ -20,12 +20,12 @@ MAX_INPUTS = 64
 router = APIRouter()
 
 
-class ModerationText(Strict):
+class ModerationText(RequestBody):
     type: Literal["text"]
     text: str
 
 
-class ModerationRequest(Strict):
+class ModerationRequest(RequestBody):
     input: str | list[str] | list[ModerationText]
     model: str | None = None  # accepted, as OpenAI's client always sends one; the guard answers every name
 

@@ -15,23 +15,29 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class TextPart(Strict):
+class RequestBody(Strict):
+    """A request body or a part of one: JSON types as OpenAI checks them (`false` is no number, "1" no integer;
+    an integer is a number)."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TextPart(RequestBody):
     type: Literal["text"]
     text: str
 
 
-class FunctionCall(Strict):
+class FunctionCall(RequestBody):
     name: str
     arguments: str  # a JSON object, as text
 
 
-class MessageToolCall(Strict):
+class MessageToolCall(RequestBody):
     id: str
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
-class ChatMessage(Strict):
+class ChatMessage(RequestBody):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
@@ -47,44 +53,44 @@ class ChatMessage(Strict):
         return self.content or ""
 
 
-class FunctionDefinition(Strict):
+class FunctionDefinition(RequestBody):
     name: Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
     description: str | None = None
     parameters: dict | None = None  # a JSON schema; the arguments always validate against it
     strict: bool | None = None  # arguments are always generated under the schema, strict or not
 
 
-class Tool(Strict):
+class Tool(RequestBody):
     type: Literal["function"]
     function: FunctionDefinition
 
 
-class FunctionName(Strict):
+class FunctionName(RequestBody):
     name: str
 
 
-class NamedToolChoice(Strict):
+class NamedToolChoice(RequestBody):
     type: Literal["function"]
     function: FunctionName
 
 
-class StreamOptions(Strict):
+class StreamOptions(RequestBody):
     include_usage: bool = False
 
 
-class JSONSchemaFormat(Strict):
+class JSONSchemaFormat(RequestBody):
     name: str
     schema_: dict = Field(default_factory=dict, alias="schema")
     strict: bool | None = None
     description: str | None = None
 
 
-class ResponseFormat(Strict):
+class ResponseFormat(RequestBody):
     type: Literal["text", "json_object", "json_schema"] = "text"
     json_schema: JSONSchemaFormat | None = None
 
 
-class SamplingFields(Strict):
+class SamplingFields(RequestBody):
     model: str
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] = 1.0

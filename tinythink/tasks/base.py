@@ -12,7 +12,9 @@ from tinythink.tasks.model import TaskModel
 
 
 class TaskRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt option is an error, not silently ignored
+    # a misspelt option is an error, not silently ignored; JSON types are checked as OpenAI's API does ("3" is no
+    # number, `false` no integer)
+    model_config = ConfigDict(extra="forbid", strict=True)
     model: str | None = Field(None, description="the served model to use (default: the server's first)")
 
 
@@ -22,7 +24,7 @@ class TaskResponse(BaseModel):
 
 class Example(BaseModel):
     """A worked example shown to the model before the text (few-shot)."""
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     text: str = Field(min_length=1)
     label: str = Field(min_length=1, description="the right label for the text")
 

@@ -102,8 +102,8 @@ def problems(e: ValidationError) -> str:
 
 
 def request(task: Task, data: dict):
-    try:
-        return task.Request.model_validate(data)
+    try:  # not strict, unlike the HTTP API's JSON: a command line's and a spreadsheet's values are text
+        return task.Request.model_validate(data, strict=False)
     except ValidationError as e:
         raise TinythinkError(f"{task.name}: {problems(e)}") from None
 
@@ -191,7 +191,7 @@ def cmd_task(args) -> None:
             for key, value in row.items():  # CSV cells are text: lists and objects written as in the options
                 if isinstance(value, str) and key in annotations and key not in INPUT:
                     row[key] = option(value, annotations[key])
-            requests.append(task.Request.model_validate({**options, **row}))
+            requests.append(task.Request.model_validate({**options, **row}, strict=False))
         except (ValidationError, TinythinkError) as e:
             requests.append(e)
     tasks = Tasks.load(args.model)

@@ -138,10 +138,14 @@ def harmful_requests() -> list[dict]:
     return items + _written("harmful requests")
 
 
-def lookalikes() -> list[dict]:
-    """Harmless requests in alarming words ("How do I kill a Python process?") and facts in sensitive domains, to
-    be answered, not refused: the guard's hand-written items of its training half."""
-    return _written("benign look-alikes") + _written("facts in sensitive domains (no review needed)")
+def lookalikes(plain_questions: int = 100) -> list[dict]:
+    """Requests to be answered, not refused: harmless ones in alarming words ("How do I kill a Python process?") and
+    facts in sensitive domains (the guard's hand-written items of its training half), and everyday questions asked
+    plainly (the harmless task's dev examples). A student taught 216 refusals beside only the first two kinds
+    declined 3 of 50 harmless test questions with the refusals' opening sentence."""
+    everyday = [{"id": f"eval-harmless-{e.id}", "text": e.messages[-1]["content"]}
+                for e in evaluation_dev("harmless")[:plain_questions]]
+    return _written("benign look-alikes") + _written("facts in sensitive domains (no review needed)") + everyday
 
 
 def _written(section: str) -> list[dict]:
