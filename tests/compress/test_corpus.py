@@ -4,7 +4,7 @@ only (by the evaluation's own split rule), and no other source repeats a test qu
 import pytest
 
 from tinythink.compress import corpus
-from tinythink.eval.tasks import TASKS, in_split
+from tinythink.eval.tasks import TASKS
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def test_evaluation_items_come_from_dev_parts_only(records):
     for r in from_eval:
         _, task, example_id = r.id.split("-", 2)
         if not TASKS[task].generated:
-            assert in_split(task, example_id) == "dev", r.id
+            assert TASKS[task].split_of(example_id) == "dev", r.id
 
 
 def test_no_test_prompt_or_question_appears_anywhere_in_the_corpus(records):

@@ -137,14 +137,14 @@ def test_the_writer_skips_what_is_done_and_survives_a_torn_line(tmp_path):
 
 
 def test_dev_answers_are_dev_examples_the_evaluation_scores_right():
-    from tinythink.eval.tasks import TASKS, in_split
+    from tinythink.eval.tasks import TASKS
 
     rows = inputs.dev_answers({"sentiment": 5, "intent": 5, "boolq": 5, "arc_easy": 5, "summary": 2})
     assert len(rows) == 22
     for row in rows:
         name, example_id = row["id"].split("/", 2)[1:]
         task = TASKS[name]
-        assert in_split(name, example_id) == "dev"
+        assert task.split_of(example_id) == "dev"
         (example,) = [e for e in task.examples("dev") if e.id == example_id]
         assert row["messages"] == example.messages
         assert task.score(example, row["completion"])[0] == 1.0  # the evaluation reads it as the right answer

@@ -9,7 +9,7 @@ import torch
 
 from tinythink.engine.sampling import SamplingParams
 from tinythink.llm import LLM
-from tinythink.eval.tasks import SENTIMENT_PROMPT, TASKS, in_split
+from tinythink.eval.tasks import SENTIMENT_PROMPT, TASKS
 from tinythink.model.load import load_model
 from tinythink.model.registry import DEFAULT_MODEL, resolve
 from tinythink.teach import traces
@@ -31,7 +31,7 @@ def test_nothing_it_learnt_is_an_evaluation_test_item():
     with gzip.open(MINI / "training.jsonl.gz", "rt") as f:
         rows = [json.loads(line) for line in f]
     dev = [r for r in rows if r["job"].startswith("dev/")]
-    assert dev and all(in_split(r["job"].split("/")[1], r["id"].split("/", 2)[2]) == "dev" for r in dev)
+    assert dev and all(TASKS[r["job"].split("/")[1]].split_of(r["id"].split("/", 2)[2]) == "dev" for r in dev)
     choice = traces.CHOICE_TASKS
     # every fixed set's test prompts: light, reasoning and safety (harmful requests the mini learnt to refuse are dev)
     test_prompts = {e.messages[-1]["content"] for task in TASKS.values() if not task.generated and not task.api
@@ -39,13 +39,14 @@ def test_nothing_it_learnt_is_an_evaluation_test_item():
     assert not any(r["messages"][-1]["content"] in test_prompts for r in rows)
     # reasoning traces over choice questions carry the dev question's id
     traced = [r for r in rows if r.get("dataset") in choice]
-    assert traced and all(in_split(r["dataset"], r["id"].removeprefix(r["dataset"] + "-")) == "dev" for r in traced)
+    assert traced and all(TASKS[r["dataset"]].split_of(r["id"].removeprefix(r["dataset"] + "-")) == "dev"
+                          for r in traced)
     # teacher-answered rows over evaluation inputs carry the dev example's id
     for r in rows:
         ident = r["id"].split("/", 1)[-1]
         if ident.startswith("eval-"):
             task, example_id = ident.removeprefix("eval-").split("-", 1)
-            assert in_split(task, example_id) == "dev", r["id"]
+            assert TASKS[task].split_of(example_id) == "dev", r["id"]
 
 
 def test_it_is_the_default_and_answers_in_the_evaluations_format():

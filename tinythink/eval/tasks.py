@@ -60,11 +60,15 @@ class Task:
     split_as: str | None = None
     version: int = 1  # bumped when its test items change; runs compare only at equal versions
 
+    def split_of(self, example_id: str) -> str:
+        """'dev' or 'test': a fixed set's example, by the split rule under the name of the task it splits as."""
+        return in_split(self.split_as or self.name, example_id)
+
     def examples(self, split: str, limit: int | None = None) -> list[Example]:
         if self.generated:
             items = self.load(split)
         else:
-            items = [e for e in self.load() if in_split(self.split_as or self.name, e.id) == split]
+            items = [e for e in self.load() if self.split_of(e.id) == split]
         return items[:limit] if limit else items
 
     def score(self, example: Example, reply: str) -> tuple[float, object]:
