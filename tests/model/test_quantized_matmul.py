@@ -132,15 +132,12 @@ def test_the_kernels_built_for_older_cpus_agree_with_pytorch(arch, int8_dots, tm
     as PyTorch does on the activations it sees."""
     import ctypes
     import shutil
-    import subprocess
     from pathlib import Path
 
     flags = Path("/proc/cpuinfo").read_text().split()
     assert "avx2" in flags and "fma" in flags, "this test runs the AVX2 build on this CPU"
     so = tmp_path / f"qm-{arch}.so"
-    flags = [f for f in native.FLAGS if f != "-march=native"] + [f"-march={arch}"]
-    subprocess.run([shutil.which("gcc"), *flags, str(native.SOURCES / "quantized_matmul.c"), "-o", str(so), "-lm"],
-                   check=True, capture_output=True)
+    native.compile_library(shutil.which("gcc"), native.SOURCES / "quantized_matmul.c", so, march=arch)
     lib = ctypes.CDLL(str(so))
     quantized_matmul._prepare(lib)  # raises where it disagrees
     assert lib.int8_dots() == int8_dots

@@ -29,7 +29,11 @@ import torch  # noqa: F401  loaded before any kernel, so a kernel's libgomp.so.1
 from tinythink import paths
 
 SOURCES = Path(__file__).with_name("kernels")
-FLAGS = ["-O3", "-ffast-math", "-march=native", "-fopenmp", "-shared", "-fPIC"]
+# -ffast-math for compiling only: linked with it, gcc (before 13) adds crtfastmath.o, whose constructor sets
+# flush-to-zero and denormals-are-zero for the whole process that loads the library, so that every float in
+# PyTorch and Python then rounds subnormal numbers to zero
+COMPILE_FLAGS = ["-O3", "-ffast-math", "-march=native", "-fopenmp", "-fPIC"]
+LINK_FLAGS = ["-shared", "-fopenmp"]
 
 
 def _cpu_identity() -> str:
@@ -62,21 +66,24 @@ def build(name: str, compiler: str) -> Path:
     """kernels/{name}.c compiled, from the cache or now."""
     source = SOURCES / f"{name}.c"
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256("\n".join([_text_with_includes(source), *FLAGS, version, _cpu_identity()]).encode()
+    key = hashlib.sha256("\n".join([_text_with_includes(source), *COMPILE_FLAGS, *LINK_FLAGS, version, _cpu_identity()]).encode()
                          ).hexdigest()
     path = paths.cache_dir("kernels") / f"{name}-{key[:16]}.so"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
-        os.close(fd)
-        try:
-            subprocess.run([compiler, *FLAGS, str(source), "-o", tmp, "-lm"], capture_output=True, text=True,
-                           check=True)
-            os.replace(tmp, path)  # atomic: processes building at once each install a whole library
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            compile_library(compiler, source, Path(tmp) / path.name)
+            os.replace(Path(tmp) / path.name, path)  # atomic: processes building at once each install a whole one
     return path
+
+
+def compile_library(compiler: str, source: Path, out: Path, march: str = "native") -> None:
+    """source compiled for `march` and linked into the shared library `out` (two steps: see COMPILE_FLAGS)."""
+    flags = [f"-march={march}" if f == "-march=native" else f for f in COMPILE_FLAGS]
+    obj = out.with_suffix(".o")
+    subprocess.run([compiler, *flags, "-c", str(source), "-o", str(obj)], capture_output=True, text=True, check=True)
+    subprocess.run([compiler, *LINK_FLAGS, str(obj), "-o", str(out), "-lm"], capture_output=True, text=True,
+                   check=True)
 
 
 @cache
