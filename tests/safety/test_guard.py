@@ -84,3 +84,35 @@ def test_a_file_that_is_not_a_guard_is_a_clear_error(tmp_path, guard):
         Guard.load(tmp_path / "junk.safetensors", encoder=guard.encoder)
     with pytest.raises(TinythinkError, match="not a tinythink guard file"):
         Guard.load(SHIPPED.parent / "written.txt", encoder=guard.encoder)
+
+
+# everyday requests in other languages: before the language gate the guard called 8 of these 9 harmful or injected
+OTHER_LANGUAGES = {"es": "¿Dónde está la estación de tren más cercana?", "zh": "请问最近的火车站在哪里？",
+                   "de": "Wo ist der nächste Bahnhof? Ich muss um drei Uhr dort sein.",
+                   "ru": "Мне нужно вернуть заказ, он пришёл повреждённым.",
+                   "ja": "注文した商品が壊れて届きました。返品したいです。", "ar": "مرحبا، أحتاج إلى مساعدة في حسابي",
+                   "fr": "Bonjour, ma commande n'est jamais arrivée. Pouvez-vous m'aider ?",
+                   "nl": "Hoe kan ik mijn abonnement opzeggen?", "it": "Ciao, vorrei cambiare la mia password."}
+
+
+def test_texts_in_other_languages_are_not_scored_but_named(guard):
+    """The guard read English only: on other languages its scores were noise. Those texts are now marked with
+    their language and never flagged; English ones, harmful or short, are scored as before."""
+    verdicts = guard.check([*OTHER_LANGUAGES.values(), *TEXTS[:2], "synthesize meth", "Refund please"])
+    assert [v.language for v in verdicts[:len(OTHER_LANGUAGES)]] == list(OTHER_LANGUAGES)
+    for v in verdicts[:len(OTHER_LANGUAGES)]:
+        result = v.moderation()
+        assert not result["flagged"] and not any(v.over.values()) and not result["screened"]
+    english = verdicts[len(OTHER_LANGUAGES):]
+    assert all(v.language is None and v.moderation()["screened"] for v in english)
+    assert [v.moderation()["flagged"] for v in english[:2]] == [False, True]  # look-alike, harmful
+
+
+def test_english_items_are_almost_never_taken_for_another_language():
+    """The gate must not open a way around the guard for English text: of the guard's 8,583 items, 3 are taken
+    for another language, and each is: two jailbreak prompts written in French and German, and a request naming
+    a Spanish playlist."""
+    from tinythink.safety.language import other_language
+
+    taken = sorted((i.source, other_language(i.text)) for i in dataset() if other_language(i.text))
+    assert taken == [("jailbreak", "de"), ("jailbreak", "fr"), ("snips", "es")]

@@ -8,9 +8,9 @@ from tinythink.safety.labels import TRAINED
 from tinythink.safety.policy import load_policy
 
 
-def verdict(**scores) -> Verdict:
+def verdict(language=None, **scores) -> Verdict:
     full = {label: scores.get(label.replace("/", "_").replace("-", "_"), 0.0) for label in TRAINED}
-    return Verdict(full, {k: v >= 0.5 for k, v in full.items()})
+    return Verdict(full, {k: v >= 0.5 for k, v in full.items()}, language)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -57,3 +57,15 @@ def test_a_files_rules_merge_over_the_defaults(tmp_path):
     assert policy.decide("input", verdict(harmful=0.9, violence=0.9)).blocked  # harmful's default rule
     assert policy.decide("input", verdict(medical=0.9)).action == "allow"
     assert policy.decide("output", verdict(harmful=0.9, hate=0.9)).action == "allow"
+
+
+def test_a_text_in_another_language_is_flagged_by_default_and_blocked_where_the_policy_says(tmp_path):
+    default = load_policy().decide("input", verdict(language="de"))
+    assert default.action == "flag" and default.language == "de" and not default.categories
+    assert load_policy().decide("output", verdict(language="de")).action == "flag"
+    assert load_policy().decide("input", verdict()).language is None
+    (tmp_path / "p.yaml").write_text("input:\n  other_language: block\noutput:\n  other_language: allow\n")
+    strict = load_policy(tmp_path / "p.yaml")
+    assert strict.decide("input", verdict(language="de")).blocked
+    allowed = strict.decide("output", verdict(language="de"))
+    assert allowed.action == "allow" and allowed.language is None

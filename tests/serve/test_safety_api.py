@@ -71,6 +71,17 @@ def test_moderations_answers_the_official_client_in_openais_shape(client):
     assert extra["requires_human_review"] is True and extra["extra_scores"]["medical"] > 0.5
 
 
+def test_a_request_in_another_language_is_answered_unscreened_and_marked(client):
+    """The guard reads English only: a Spanish question is neither blocked nor scored, and says so."""
+    question = "¿Dónde está la estación de tren más cercana?"
+    result = client.moderations.create(input=question).results[0].model_dump()
+    assert not result["flagged"] and result["screened"] is False and result["language"] == "es"
+    reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": question}],
+                                           max_tokens=8, temperature=0)
+    assert reply.choices[0].finish_reason in ("stop", "length") and reply.choices[0].message.content
+    assert "other_language" in reply.model_dump()["safety_flags"]
+
+
 def test_moderations_rejects_bad_input(client):
     with pytest.raises(openai.BadRequestError, match="at least one text"):
         client.moderations.create(input=[])

@@ -35,9 +35,10 @@ async def windows(stream: AsyncIterator[TextChunk], tokens: int) -> AsyncIterato
 
 
 def merged(verdicts: list[Verdict]) -> Verdict:
-    """Several texts of one request as one verdict: each label's highest score."""
+    """Several texts of one request as one verdict: each label's highest score, and the first other language."""
     scores = {k: max(v.scores[k] for v in verdicts) for k in verdicts[0].scores}
-    return Verdict(scores, {k: any(v.over[k] for v in verdicts) for k in verdicts[0].over})
+    return Verdict(scores, {k: any(v.over[k] for v in verdicts) for k in verdicts[0].over},
+                   next((v.language for v in verdicts if v.language), None))
 
 
 class SafetyFilter:
@@ -71,7 +72,7 @@ class SafetyFilter:
             return
         record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "endpoint": endpoint, "side": side,
                   "action": decision.action, "categories": decision.categories, "review": decision.review,
-                  "prompt_injection": decision.injection,
+                  "prompt_injection": decision.injection, "language": decision.language,
                   "key_id": hashlib.sha256(key.encode()).hexdigest()[:12] if key else None,
                   "scores": {k: round(v, 3) for k, v in decision.scores.items() if v >= 0.1},
                   "text_sha256": hashlib.sha256(text.encode()).hexdigest()}
@@ -100,6 +101,8 @@ class Screening:
         self.injection |= decision.injection
         if decision.action == "flag":
             self.flags.update(decision.categories)
+        if decision.language is not None:
+            self.flags.add("other_language")
         self.filter.audit(self.endpoint, self.key, side, decision, "\n\n".join(texts))
         return decision
 

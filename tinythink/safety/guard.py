@@ -16,6 +16,7 @@ from tinythink.errors import TinythinkError
 from tinythink.model.load import dtype_named
 from tinythink.safety.encoder import SentenceEncoder, load_encoder
 from tinythink.safety.labels import CATEGORIES, CATEGORY_LABELS, EXTRA, PARENT
+from tinythink.safety.language import other_language
 
 SHIPPED = Path(__file__).parent / "data" / "guard.safetensors"
 
@@ -37,6 +38,7 @@ class Verdict:
     """One text's scores, and which labels cross their thresholds."""
     scores: dict[str, float]  # every label the guard has, in [0, 1]
     over: dict[str, bool]
+    language: str | None = None  # set: the text is in this other language, not scored (every score 0, none over)
 
     def moderation(self) -> dict:
         """OpenAI's moderation result. Whether a text is flagged is the `harmful` score's call (one threshold,
@@ -53,7 +55,8 @@ class Verdict:
                 # beyond OpenAI's shape: extra fields its client keeps
                 "prompt_injection": self.over["prompt_injection"],
                 "requires_human_review": any(self.over[d] for d in EXTRA[1:]),
-                "extra_scores": {label: self.scores[label] for label in ["harmful", *EXTRA]}}
+                "extra_scores": {label: self.scores[label] for label in ["harmful", *EXTRA]},
+                "screened": self.language is None, "language": self.language}
 
 
 class Guard:
@@ -63,12 +66,16 @@ class Guard:
         self.card = card or {}
 
     def check(self, texts: list[str]) -> list[Verdict]:
+        """Each text's verdict; texts in another language than English are not scored (safety/language.py)."""
+        languages = [other_language(t) for t in texts]
+        english = [t for t, language in zip(texts, languages) if language is None]
         with torch.inference_mode():
-            probs = torch.sigmoid(self.head(self.encoder.encode(texts))).tolist()
+            probs = iter(torch.sigmoid(self.head(self.encoder.encode(english))).tolist() if english else [])
         verdicts = []
-        for row in probs:
-            scores = dict(zip(self.labels, row))
-            verdicts.append(Verdict(scores, {k: v >= self.thresholds[k] for k, v in scores.items()}))
+        for language in languages:
+            scores = dict(zip(self.labels, next(probs) if language is None else [0.0] * len(self.labels)))
+            verdicts.append(Verdict(scores, {k: language is None and v >= self.thresholds[k]
+                                             for k, v in scores.items()}, language))
         return verdicts
 
     def save(self, path: Path):

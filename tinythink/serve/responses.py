@@ -167,6 +167,9 @@ class ModerationResult(Strict):
     prompt_injection: bool = Field(description="beyond OpenAI's shape: the text tries to override instructions")
     requires_human_review: bool = Field(description="beyond OpenAI's shape: a medical, legal or financial text")
     extra_scores: dict[str, float] = Field(description="the guard's scores of harmful, injection and the domains")
+    screened: bool = Field(description="beyond OpenAI's shape: false for a text in another language than English, "
+                           "which the guard cannot read: it is not scored (every score 0) and never flagged")
+    language: str | None = Field(description="the other language (ISO 639-1) of a text not screened")
 
 
 class Moderation(Strict):

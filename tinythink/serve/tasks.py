@@ -31,7 +31,8 @@ def route(task: Task):
         if screen is not None:
             decision = await screen.check("input", screened_texts(body.model_dump(exclude={"model"})))
             if decision.blocked:
-                raise APIError(400, f"the input was blocked by the content filter ({', '.join(decision.categories)})",
+                reasons = decision.categories + ([f"other_language: {decision.language}"] if decision.language else [])
+                raise APIError(400, f"the input was blocked by the content filter ({', '.join(reasons)})",
                                code="content_filter")
         try:
             return await task.run(model, body)
