@@ -24,6 +24,7 @@ from tinythink.serve import batches, chat, completions, files, models, moderatio
 from tinythink.serve.errors import APIError, error_response
 from tinythink.serve.host import ModelHost
 from tinythink.serve.metrics import Metrics
+from tinythink.serve.responses import STREAM_CHUNKS
 from tinythink.text.reasoning import THINKING_BUDGETS
 
 
@@ -149,6 +150,22 @@ def replay(body: bytes, receive):
     return receive_again
 
 
+def add_stream_chunks(components: dict) -> None:
+    """The schemas of the chunks streams send (which the event schemas refer to), and of the types inside them."""
+    for chunk in STREAM_CHUNKS:
+        schema = chunk.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
+        for name, part in schema.pop("$defs", {}).items():
+            components.setdefault(name, part)
+        components.setdefault(chunk.__name__, schema)
+
+
+def require_passages(answer: dict) -> None:
+    """The answer task's request schema on a server without documents: passages are its only source."""
+    answer["required"] = [*answer.get("required", []), "passages"]
+    given = next(s for s in answer["properties"]["passages"]["anyOf"] if s.get("type") == "array")  # not null
+    answer["properties"]["passages"] = {**given, "description": "the texts to answer from"}
+
+
 def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
     store = Store(settings.data_dir) if settings.data_dir is not None else None
@@ -213,7 +230,8 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
     def openapi() -> dict:
         """FastAPI's document, less the 422 it lists for every route (a bad request is a 400 here, in OpenAI's
         shape, which each route documents), plus the bearer key that /v1/ needs when this server requires one, so
-        tools that import it (low-code builders, client generators) know to send it."""
+        tools that import it (low-code builders, client generators) know to send it; and without --docs, the
+        answer task's passages are required (there is nothing else to answer from)."""
         if app.openapi_schema is None:
             schema = FastAPI.openapi(app)
             for operations in schema["paths"].values():
@@ -221,6 +239,9 @@ def create_app(hosts: dict[str, ModelHost], settings: ServerSettings | None = No
                     operation.get("responses", {}).pop("422", None)
             for unused in ("HTTPValidationError", "ValidationError"):
                 schema.get("components", {}).get("schemas", {}).pop(unused, None)
+            add_stream_chunks(schema["components"]["schemas"])
+            if app.state.documents is None:
+                require_passages(schema["components"]["schemas"]["AnswerRequest"])
             if settings.api_keys:
                 schema.setdefault("components", {})["securitySchemes"] = {
                     "bearerAuth": {"type": "http", "scheme": "bearer", "description": "an API key of this server"}}

@@ -4,10 +4,11 @@ import time
 from typing import Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from tinythink.batch.lines import endpoint_error
+from tinythink.batch.lines import ENDPOINTS, endpoint_error
 from tinythink.batch.worker import new_batch
+from tinythink.request_body import RequestBody
 from tinythink.serve.errors import APIError, errors
 from tinythink.serve.files import page
 
@@ -17,10 +18,10 @@ STATUS = Literal["validating", "failed", "in_progress", "finalizing", "completed
                  "cancelled"]
 
 
-class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class BatchRequest(RequestBody):
     input_file_id: str = Field(description="an uploaded file (purpose batch): one request a line")
-    endpoint: str = Field(description="/v1/chat/completions, /v1/completions or /v1/tasks/NAME")
+    endpoint: str = Field(description="/v1/chat/completions, /v1/completions or /v1/tasks/NAME",
+                          json_schema_extra={"enum": list(ENDPOINTS)})  # endpoint_error says it in words
     completion_window: Literal["24h"] = Field("24h", description="lines not answered by then are not run")
     metadata: dict[str, str] | None = Field(None, max_length=16, description="up to 16 keys of your own")
 

@@ -46,7 +46,7 @@ def page(items: list[dict], after: str | None, limit: int) -> dict:
     if after is not None:
         ids = [item["id"] for item in items]
         if after not in ids:
-            raise APIError(400, f"after: no object with id {after!r}", param="after")
+            raise APIError(404, f"after: no object with id {after!r}", param="after", code="not_found")
         items = items[ids.index(after) + 1:]
     data = items[:limit]
     return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
@@ -68,7 +68,8 @@ def existing(request: Request, file_id: str) -> dict:
 
 
 @router.post("", response_model=FileObject, responses=ERRORS, summary="upload a file (purpose batch or user_data)")
-async def upload(request: Request, file: UploadFile = File(...), purpose: str = Form(...)):
+async def upload(request: Request, file: UploadFile = File(...),
+                 purpose: str = Form(..., json_schema_extra={"enum": list(PURPOSES)})):
     if purpose not in PURPOSES:
         raise APIError(400, f"purpose must be one of {', '.join(PURPOSES)}; got {purpose!r}", param="purpose")
     s = store(request)

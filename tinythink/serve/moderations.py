@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request
+from pydantic import Field
 
 from tinythink.safety.filter import Screening
 from tinythink.serve.errors import APIError, errors
@@ -25,8 +26,13 @@ class ModerationText(RequestBody):
     text: str
 
 
+# what the handler enforces with its own messages, stated in the schema
+TEXTS = {"minItems": 1, "maxItems": MAX_INPUTS}
+
+
 class ModerationRequest(RequestBody):
-    input: str | list[str] | list[ModerationText]
+    input: str | Annotated[list[str], Field(json_schema_extra=TEXTS)] | \
+        Annotated[list[ModerationText], Field(json_schema_extra=TEXTS)]
     model: str | None = None  # accepted, as OpenAI's client always sends one; the guard answers every name
 
 

@@ -10,15 +10,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tinythink.request_body import RequestBody
+
 
 class Strict(BaseModel):
+    """A response body or a part of one (unknown fields are an error of ours)."""
     model_config = ConfigDict(extra="forbid")
-
-
-class RequestBody(Strict):
-    """A request body or a part of one: JSON types as OpenAI checks them (`false` is no number, "1" no integer;
-    an integer is a number)."""
-    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class TextPart(RequestBody):
@@ -121,9 +118,13 @@ class ChatCompletionRequest(SamplingFields):
     parallel_tool_calls: bool = True
 
 
+# a prompt's text: not empty (the handler says so in words)
+Text = Annotated[str, Field(json_schema_extra={"minLength": 1})]
+
+
 class CompletionRequest(SamplingFields):
     # text, several texts, token ids, or several lists of token ids
-    prompt: (str | Annotated[list[str], Field(min_length=1, max_length=16)] | Annotated[list[int], Field(min_length=1)]
+    prompt: (Text | Annotated[list[Text], Field(min_length=1, max_length=16)] | Annotated[list[int], Field(min_length=1)]
              | Annotated[list[Annotated[list[int], Field(min_length=1)]], Field(min_length=1, max_length=16)])
     max_tokens: Annotated[int, Field(ge=0)] | None = 16  # OpenAI's default; 0 (with echo) scores the prompt only
     echo: bool = False

@@ -184,8 +184,17 @@ ERRORS = errors({400: "a bad request: the error's message and param say what was
 
 
 def documented(model: type[BaseModel], chunk: type[BaseModel]) -> dict:
-    """A route's responses in the OpenAPI document: a JSON body, or with `stream` server-sent events; errors in
-    OpenAI's shape."""
+    """A route's responses in the OpenAPI document: a JSON body, or with `stream` server-sent events (the schema of
+    one event: its data a chunk as JSON, or the closing [DONE]; the app adds the chunk's schema to the document's
+    components, see STREAM_CHUNKS); errors in OpenAI's shape."""
+    data = {"anyOf": [{"const": "[DONE]"},
+                      {"type": "string", "contentMediaType": "application/json",
+                       "contentSchema": {"$ref": f"#/components/schemas/{chunk.__name__}"}}]}
+    event = {"type": "object", "required": ["data"], "properties": {"data": data}}
     return {**ERRORS, 200: {"model": model, "description": f"{model.__name__}; with stream: true, server-sent events, each "
                                                   f"`data:` a {chunk.__name__}, then `data: [DONE]`",
-                  "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+                  "content": {"text/event-stream": {"schema": event}}}}
+
+
+# the chunks that only streams send, which no route's JSON response names
+STREAM_CHUNKS = (ChatCompletionChunk,)

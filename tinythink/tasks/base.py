@@ -6,15 +6,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from tinythink.request_body import RequestBody
 from tinythink.tasks.model import TaskModel
 
 
-class TaskRequest(BaseModel):
-    # a misspelt option is an error, not silently ignored; JSON types are checked as OpenAI's API does ("3" is no
-    # number, `false` no integer)
-    model_config = ConfigDict(extra="forbid", strict=True)
+class TaskRequest(RequestBody):
+    """A misspelt option is an error, not silently ignored; JSON types are checked as OpenAI's API does."""
     model: str | None = Field(None, description="the served model to use (default: the server's first)")
 
 
@@ -22,9 +21,8 @@ class TaskResponse(BaseModel):
     model: str = Field(description="the model that answered")
 
 
-class Example(BaseModel):
+class Example(RequestBody):
     """A worked example shown to the model before the text (few-shot)."""
-    model_config = ConfigDict(extra="forbid", strict=True)
     text: str = Field(min_length=1)
     label: str = Field(min_length=1, description="the right label for the text")
 

@@ -11,14 +11,14 @@ from pydantic import Field, model_validator
 
 from tinythink.tasks.base import Example, Task, TaskRequest, TaskResponse
 from tinythink.tasks.model import TaskModel
-from tinythink.tasks.prompts import check_labels, label_list, user
+from tinythink.tasks.prompts import Label, check_labels, label_list, labels_field, user
 
 NONE = "none"
 
 
 class ClassifyRequest(TaskRequest):
     text: str = Field(min_length=1, description="the text to classify")
-    labels: list[str] = Field(min_length=2, max_length=50, description="the labels to choose from")
+    labels: list[Label] = labels_field(min_length=2, max_length=50, description="the labels to choose from")
     descriptions: dict[str, str] = Field({}, description="what a label means, for labels whose name is not enough")
     multi_label: bool = Field(False, description="every label that applies, each with its own probability")
     allow_none: bool = Field(False, description="the answer may be no label (single-label: a 'none' option)")

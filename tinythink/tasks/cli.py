@@ -48,6 +48,11 @@ def add_parsers(sub, default_model: str) -> None:
         t.set_defaults(func=cmd_task, task_=task)
 
 
+def plain(annotation):
+    """The type under Annotated[...] (labels are Annotated[str, ...] for their schema)."""
+    return typing.get_args(annotation)[0] if typing.get_origin(annotation) is typing.Annotated else annotation
+
+
 def kind(annotation) -> str:
     """How an option is written: comma-separated for lists of words, JSON for the rest that is not plain."""
     a = annotation
@@ -55,7 +60,7 @@ def kind(annotation) -> str:
         a = next(arg for arg in typing.get_args(a) if arg is not type(None))
     if a in (int, float, str):
         return a.__name__.upper()
-    if typing.get_origin(a) is list and typing.get_args(a) == (str,):
+    if typing.get_origin(a) is list and plain(typing.get_args(a)[0]) is str:
         return "A,B,..."
     return "JSON"
 

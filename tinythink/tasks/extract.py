@@ -11,18 +11,27 @@ from tinythink.tasks.model import TaskModel
 from tinythink.tasks.prompts import user
 
 
+# what the schema field takes, as a JSON schema (an_object says it in words)
+OBJECT_SCHEMA = {"required": ["type", "properties"],
+                 "properties": {"type": {"const": "object"},
+                                "properties": {"type": "object", "minProperties": 1,
+                                               "additionalProperties": {"type": "object"}}}}
+
+
 class ExtractRequest(TaskRequest):
     text: str = Field(min_length=1, description="the document to read")
     schema_: dict = Field(alias="schema", description="a JSON schema of type object: the fields to extract "
-                          "(a field's description tells the model what it holds)")
+                          "(a field's description tells the model what it holds)", json_schema_extra=OBJECT_SCHEMA)
     max_tokens: int = Field(256, ge=8, le=2048, description="room for the JSON answer")
 
     @field_validator("schema_")
     @classmethod
     def an_object(cls, schema):
-        if schema.get("type") != "object" or not isinstance(schema.get("properties"), dict) or \
-                not schema["properties"]:
-            raise ValueError('the schema must be {"type": "object", "properties": {...}} with at least one field')
+        properties = schema.get("properties")
+        if schema.get("type") != "object" or not isinstance(properties, dict) or not properties or \
+                not all(isinstance(spec, dict) for spec in properties.values()):
+            raise ValueError('the schema must be {"type": "object", "properties": {...}} with at least one field, '
+                             'each described by a schema (an object)')
         return schema
 
 
@@ -33,8 +42,7 @@ class ExtractResponse(TaskResponse):
 def fields(schema: dict) -> str:
     lines = []
     for name, spec in schema["properties"].items():
-        kind = spec.get("type", "value") if isinstance(spec, dict) else "value"
-        about = spec.get("description") if isinstance(spec, dict) else None
+        kind, about = spec.get("type", "value"), spec.get("description")
         lines.append(f"- {name} ({kind})" + (f": {about}" if about else ""))
     return "\n".join(lines)
 

@@ -12,7 +12,7 @@ from collections import Counter
 from pydantic import Field
 
 from tinythink.tasks.base import Task, TaskRequest, TaskResponse
-from tinythink.tasks.model import TaskModel
+from tinythink.tasks.model import TaskModel, UnfinishedAnswer
 from tinythink.teach.jobs import keywords_messages, keywords_schema
 
 STOPWORDS = set("""a about after again all also an and any are as at be because been before being between both but
@@ -72,7 +72,10 @@ async def run(model: TaskModel, r: KeywordsRequest) -> KeywordsResponse:
     # room for the longest answer the schema allows (n phrases of up to 60 characters, a token each at worst), so
     # that no valid request fails for want of tokens; a shorter answer stops at its closing brace anyway
     budget = 16 + 64 * r.n
-    answer = await model.write_json(keywords_messages(item), keywords_schema(item), max_tokens=budget)
+    try:
+        answer = await model.write_json(keywords_messages(item), keywords_schema(item), max_tokens=budget)
+    except UnfinishedAnswer:  # the model looped within its list: the text's own key phrases answer alone
+        answer = {}
     keywords, dropped = [], []
 
     def add(phrase: str):  # not one that repeats, or is part of, a keyword already kept

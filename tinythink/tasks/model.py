@@ -13,6 +13,10 @@ from tinythink.errors import TinythinkError
 from tinythink.serve.host import ModelHost
 
 
+class UnfinishedAnswer(TinythinkError):
+    """The model's JSON answer was cut off by max_tokens."""
+
+
 class TaskModel:
     def __init__(self, host: ModelHost, documents=None, screening=None):
         self.host = host
@@ -46,7 +50,8 @@ class TaskModel:
         try:
             return json.loads(text)
         except json.JSONDecodeError:  # cut by max_tokens before the JSON closed
-            raise TinythinkError(f"the model's answer did not complete within {max_tokens} tokens") from None
+            raise UnfinishedAnswer(f"the model's answer did not complete within {max_tokens} tokens (max_tokens)"
+                                   ) from None
 
     async def log_likelihoods(self, messages: list[dict], replies: list[str]) -> list[float]:
         """log P(reply, then the end of the turn | the chat) for each reply: one request each, submitted together

@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field
+
+# a list of labels as the schema states it: distinct, each with a character that is not a space (check_labels
+# enforces both, with messages that say so)
+Label = Annotated[str, Field(min_length=1, json_schema_extra={"pattern": r"\S"})]
+
+
+def labels_field(default=..., *, min_length: int, max_length: int, description: str):
+    return Field(default, min_length=min_length, max_length=max_length, description=description,
+                 json_schema_extra={"uniqueItems": True})
+
 
 def user(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]

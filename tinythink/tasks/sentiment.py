@@ -7,13 +7,13 @@ from pydantic import Field, field_validator
 
 from tinythink.tasks.base import Task, TaskRequest, TaskResponse
 from tinythink.tasks.model import TaskModel
-from tinythink.tasks.prompts import check_labels, user
+from tinythink.tasks.prompts import Label, check_labels, labels_field, user
 
 
 class SentimentRequest(TaskRequest):
     text: str = Field(min_length=1, description="the text whose sentiment is asked")
-    scale: list[str] = Field(["positive", "negative", "neutral"], min_length=2, max_length=10,
-                             description="the answers to choose from, e.g. very negative ... very positive")
+    scale: list[Label] = labels_field(["positive", "negative", "neutral"], min_length=2, max_length=10,
+                                      description="the answers to choose from, e.g. very negative ... very positive")
 
     @field_validator("scale")
     @classmethod

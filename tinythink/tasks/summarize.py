@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from tinythink.tasks.base import Task, TaskRequest, TaskResponse
 from tinythink.tasks.model import TaskModel
@@ -13,6 +13,10 @@ from tinythink.tasks.prompts import user
 
 
 class SummarizeRequest(TaskRequest):
+    # one_length, as a JSON schema
+    model_config = ConfigDict(json_schema_extra={"not": {"required": ["sentences", "words"],
+                                                         "properties": {"sentences": {"type": "integer"},
+                                                                        "words": {"type": "integer"}}}})
     text: str = Field(min_length=1, description="the text to summarize")
     sentences: int | None = Field(None, ge=1, le=10, description="at most this many sentences (default 2)")
     words: int | None = Field(None, ge=5, le=400, description="at most this many words (instead of sentences)")

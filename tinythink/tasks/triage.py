@@ -9,16 +9,19 @@ from pydantic import Field, model_validator
 
 from tinythink.tasks.base import Task, TaskRequest, TaskResponse
 from tinythink.tasks.model import TaskModel
-from tinythink.tasks.prompts import check_labels, label_list, user
+from tinythink.tasks.prompts import Label, check_labels, label_list, labels_field, user
 from tinythink.teach.jobs import PRIORITIES, TICKET_CATEGORIES as CATEGORIES
 
 
 class TriageRequest(TaskRequest):
     text: str = Field(min_length=1, description="the ticket")
-    categories: list[str] = Field(CATEGORIES, min_length=2, max_length=50, description="your categories")
+    categories: list[Label] = labels_field(CATEGORIES, min_length=2, max_length=50,
+                                            description="your categories")
     descriptions: dict[str, str] = Field({}, description="what a category means")
-    priorities: list[str] = Field(PRIORITIES, min_length=2, max_length=10, description="lowest to highest")
-    teams: list[str] | None = Field(None, min_length=2, max_length=50, description="teams to route to, if any")
+    priorities: list[Label] = labels_field(PRIORITIES, min_length=2, max_length=10,
+                                            description="lowest to highest")
+    teams: list[Label] | None = labels_field(None, min_length=2, max_length=50,
+                                                 description="teams to route to, if any")
 
     @model_validator(mode="after")
     def known(self):
