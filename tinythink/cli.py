@@ -240,6 +240,7 @@ def cmd_safety(args):
         result = verdict.moderation()
         found = [c for c, on in result["categories"].items() if on]
         extra = [k for k in ("prompt_injection", "requires_human_review") if result[k]]
+        extra += [f"other_language: {verdict.language} (not scored)"] if verdict.language else []
         print(json.dumps({"text": text, "flagged": result["flagged"], "categories": found, "also": extra,
                           "scores": {k: round(v, 3) for k, v in verdict.scores.items() if v >= 0.05}}))
 
