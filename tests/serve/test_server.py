@@ -129,6 +129,11 @@ def test_bad_requests_get_openai_errors(client, server):
         with pytest.raises(openai.BadRequestError) as e:
             client.chat.completions.create(model=MODEL, messages=FRANCE, extra_body={field: value})
         assert e.value.body["param"] == field, field
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, messages=FRANCE, extra_body={"max_tokens": 2.5})
+    assert e.value.body["param"] == "max_tokens"
+    whole = client.chat.completions.create(model=MODEL, messages=FRANCE, extra_body={"max_tokens": 2.0})
+    assert whole.usage.completion_tokens <= 2  # 2.0 is the integer 2, as JSON Schema counts it
     url = server[0] + "/v1/chat/completions"
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     r = httpx.post(url, content=b'{"model": "smollm2-135m", "messages": [', headers=headers)
