@@ -97,7 +97,7 @@ def test_every_operation_keeps_to_its_document(api, mode):
             if mode == GenerationMode.POSITIVE:  # (a request the document forbids is sent as it was made)
                 held_short(case, fields)
             response = case.call(timeout=120)
-            case.validate_response(response, excluded_checks=rules or over_context(response))
+            case.validate_response(response, excluded_checks=rules + over_context(response))
 
         try:
             keeps_to_it()

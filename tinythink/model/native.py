@@ -66,8 +66,8 @@ def build(name: str, compiler: str) -> Path:
     """kernels/{name}.c compiled, from the cache or now."""
     source = SOURCES / f"{name}.c"
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256("\n".join([_text_with_includes(source), *COMPILE_FLAGS, *LINK_FLAGS, version, _cpu_identity()]).encode()
-                         ).hexdigest()
+    parts = [_text_with_includes(source), *COMPILE_FLAGS, *LINK_FLAGS, version, _cpu_identity()]
+    key = hashlib.sha256("\n".join(parts).encode()).hexdigest()
     path = paths.cache_dir("kernels") / f"{name}-{key[:16]}.so"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

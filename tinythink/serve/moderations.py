@@ -10,9 +10,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Request
 from pydantic import Field
 
+from tinythink.request_body import RequestBody
 from tinythink.safety.filter import Screening
 from tinythink.serve.errors import APIError, errors
-from tinythink.serve.protocol import RequestBody
 from tinythink.serve.responses import Moderation
 
 MODEL = "tinythink-guard"  # what a moderation reports it was scored by, whatever `model` the request named
